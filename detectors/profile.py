@@ -1,0 +1,287 @@
+"""Mergeable partial counts: the profiles every detector works on.
+
+A *reference* is summarised once into grids (:class:`NumericReference`,
+:class:`CategoricalReference`).  Each batch of the current window becomes
+partial counts on those grids (:class:`NumericCounts`,
+:class:`CategoricalCounts`); partial counts merge by addition, so a window
+of any size costs memory independent of its length and the same three
+functions — count a batch, merge, finalise — run inside any scale-out engine.
+
+Numeric grid
+    The interior edges are the union of ``grid_bins`` equal-width bins over
+    the reference range ``[min, max]`` and the reference quantiles at
+    ``1/quantile_points … `` — so every bin holds at most ``1/quantile_points``
+    of the reference mass *and* at most ``(max-min)/grid_bins`` of its range.
+    Counts have one slot below the reference minimum and one above its
+    maximum; NaN and ±inf are counted apart and never enter the bins.
+
+Example
+-------
+>>> import numpy as np
+>>> ref = NumericReference.from_values(np.arange(1000.0))
+>>> a = NumericCounts.of(np.arange(500.0), ref)
+>>> b = NumericCounts.of(np.array([np.nan, 2000.0]), ref)
+>>> m = a.merge(b)
+>>> int(m.n_finite), int(m.n_nan), int(m.counts[-1])
+(501, 1, 1)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "NumericReference",
+    "NumericCounts",
+    "CategoricalReference",
+    "CategoricalCounts",
+    "Profile",
+    "PSI_QUANTILE_BINS",
+]
+
+_MAX = np.finfo(np.float64).max
+PSI_QUANTILE_BINS = 10
+
+
+@dataclass(frozen=True, kw_only=True)
+class NumericReference:
+    """The reference summary of one numeric column.
+
+    ``edges`` are the interior grid edges (finite, strictly increasing); the
+    last one is just above the reference maximum so the top bin is closed.
+    ``counts`` is the reference histogram on the grid, laid out as
+    :attr:`NumericCounts.counts`.  ``psi_cuts`` are indices into the counts
+    where the ``PSI_QUANTILE_BINS`` reference-quantile bins start.
+    """
+
+    edges: np.ndarray
+    counts: np.ndarray
+    psi_cuts: np.ndarray
+    n: int
+    n_missing: int
+    mean: float
+    std: float
+    minimum: float
+    maximum: float
+
+    @classmethod
+    def from_values(cls, values: np.ndarray, *, n_null: int = 0, grid_bins: int = 1000,
+                    quantile_points: int = 1000, psi_bins: int = PSI_QUANTILE_BINS) -> NumericReference:
+        x = np.asarray(values, dtype=np.float64)
+        finite = x[np.isfinite(x)]
+        n_missing = int(x.size - finite.size) + int(n_null)
+        if finite.size == 0:
+            empty = np.empty(0)
+            return cls(edges=empty, counts=np.zeros(1, np.int64), psi_cuts=np.zeros(1, np.intp), n=0,
+                       n_missing=n_missing, mean=float("nan"), std=float("nan"),
+                       minimum=float("nan"), maximum=float("nan"))
+        lo, hi = float(finite.min()), float(finite.max())
+        top = float(np.nextafter(hi, np.inf))
+        uniform = np.linspace(lo, hi, grid_bins + 1)
+        quantiles = np.quantile(finite, np.linspace(0.0, 1.0, quantile_points + 1))
+        psi_q = np.quantile(finite, np.arange(1, psi_bins) / psi_bins)
+        edges = np.unique(np.concatenate([uniform, quantiles, psi_q, [top]]))
+        edges = edges[(edges >= lo) & (edges <= top)]
+        edges = edges[edges != hi] if edges.size > 2 else edges  # hi is inside the closed top bin
+        counts = _histogram(finite, edges)
+        # a bin boundary for each distinct PSI quantile cut point; counts index = edge index + 1
+        cut_edges = np.unique(psi_q[(psi_q > lo) & (psi_q < top)])
+        psi_cuts = np.concatenate([[0], np.searchsorted(edges, cut_edges) + 1])
+        return cls(edges=edges, counts=counts, psi_cuts=psi_cuts.astype(np.intp), n=int(finite.size),
+                   n_missing=n_missing, mean=float(finite.mean()), std=float(finite.std(ddof=1)) if finite.size > 1 else 0.0,
+                   minimum=lo, maximum=hi)
+
+    @property
+    def full_edges(self) -> np.ndarray:
+        return np.concatenate([[-_MAX], self.edges, [_MAX]])
+
+
+def _histogram(x: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Counts on ``[-MAX, e0), [e0, e1), …, [e_last, MAX]``: NaN and ±inf fall in no bin."""
+    full = np.concatenate([[-_MAX], edges, [_MAX]])
+    counts, _ = np.histogram(x, bins=full)
+    return counts.astype(np.int64)
+
+
+@dataclass(kw_only=True)
+class NumericCounts:
+    """Partial counts of one numeric column on a reference grid; ``merge`` adds them.
+
+    ``counts[0]`` holds values below the reference minimum, ``counts[-1]``
+    values above its maximum; ``below_sum``/``above_sum`` are their sums (for
+    distances beyond the reference range).  ``n_null`` are Arrow nulls,
+    ``n_nan`` NaNs that were not nulls, ``n_posinf``/``n_neginf`` infinities.
+    ``mean``/``m2`` are the running mean and sum of squared deviations of the
+    finite values (Chan's parallel update on merge).
+    """
+
+    counts: np.ndarray
+    n_null: int = 0
+    n_nan: int = 0
+    n_posinf: int = 0
+    n_neginf: int = 0
+    below_sum: float = 0.0
+    above_sum: float = 0.0
+    mean: float = 0.0
+    m2: float = 0.0
+
+    @classmethod
+    def empty(cls, ref: NumericReference) -> NumericCounts:
+        return cls(counts=np.zeros(ref.edges.size + 1, np.int64))
+
+    @classmethod
+    def of(cls, values: np.ndarray, ref: NumericReference, *, n_null: int = 0) -> NumericCounts:
+        """Count one batch. ``values`` may hold NaN for Arrow nulls; pass their number as ``n_null``."""
+        x = np.asarray(values)
+        if x.dtype.kind not in "fc":
+            x = x.astype(np.float64)
+        counts = _histogram(x, ref.edges)
+        n_fin = int(counts.sum())
+        n_nan = n_posinf = n_neginf = 0
+        if n_fin != x.size:
+            n_nan = int(np.count_nonzero(np.isnan(x))) - n_null
+            n_posinf = int(np.count_nonzero(np.isposinf(x)))
+            n_neginf = int(x.size - n_fin - n_nan - n_null - n_posinf)
+            x = x[np.isfinite(x)]
+        below_sum = above_sum = 0.0
+        if ref.edges.size:
+            if counts[0]:
+                below_sum = float(x[x < ref.edges[0]].sum(dtype=np.float64))
+            if counts[-1]:
+                above_sum = float(x[x >= ref.edges[-1]].sum(dtype=np.float64))
+        mean = float(x.mean(dtype=np.float64)) if n_fin else 0.0
+        m2 = float(np.square(x - mean, dtype=np.float64).sum()) if n_fin else 0.0
+        return cls(counts=counts, n_null=n_null, n_nan=n_nan, n_posinf=n_posinf, n_neginf=n_neginf,
+                   below_sum=below_sum, above_sum=above_sum, mean=mean, m2=m2)
+
+    @property
+    def n_finite(self) -> int:
+        return int(self.counts.sum())
+
+    @property
+    def n_missing(self) -> int:
+        """Values excluded from the distribution: nulls, NaN and infinities."""
+        return self.n_null + self.n_nan + self.n_posinf + self.n_neginf
+
+    @property
+    def n_total(self) -> int:
+        return self.n_finite + self.n_missing
+
+    @property
+    def std(self) -> float:
+        n = self.n_finite
+        return float(np.sqrt(self.m2 / (n - 1))) if n > 1 else 0.0
+
+    def merge(self, other: NumericCounts) -> NumericCounts:
+        na, nb = self.n_finite, other.n_finite
+        n = na + nb
+        delta = other.mean - self.mean
+        mean = self.mean + delta * nb / n if n else 0.0
+        m2 = self.m2 + other.m2 + delta * delta * na * nb / n if n else 0.0
+        return NumericCounts(counts=self.counts + other.counts, n_null=self.n_null + other.n_null,
+                             n_nan=self.n_nan + other.n_nan, n_posinf=self.n_posinf + other.n_posinf,
+                             n_neginf=self.n_neginf + other.n_neginf,
+                             below_sum=self.below_sum + other.below_sum,
+                             above_sum=self.above_sum + other.above_sum, mean=mean, m2=m2)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CategoricalReference:
+    """The reference categories of one column and their counts (most frequent first)."""
+
+    categories: tuple[str, ...]
+    counts: np.ndarray
+    n_missing: int
+
+    @property
+    def n(self) -> int:
+        return int(self.counts.sum())
+
+    @classmethod
+    def from_counts(cls, counts: CategoricalCounts) -> CategoricalReference:
+        items = sorted(counts.counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        return cls(categories=tuple(k for k, _ in items),
+                   counts=np.array([v for _, v in items], dtype=np.int64), n_missing=counts.n_null)
+
+
+@dataclass(kw_only=True)
+class CategoricalCounts:
+    """Partial counts of one categorical column: ``{category: count}`` plus nulls."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    n_null: int = 0
+
+    @classmethod
+    def of(cls, values: np.ndarray, *, n_null: int = 0) -> CategoricalCounts:
+        """Count one batch of category values (already without nulls)."""
+        uniq, cnt = np.unique(np.asarray(values).astype(str), return_counts=True)
+        return cls(counts=dict(zip(uniq.tolist(), cnt.tolist(), strict=True)), n_null=n_null)
+
+    @property
+    def n_total(self) -> int:
+        return sum(self.counts.values()) + self.n_null
+
+    def merge(self, other: CategoricalCounts) -> CategoricalCounts:
+        out = dict(self.counts)
+        for k, v in other.counts.items():
+            out[k] = out.get(k, 0) + v
+        return CategoricalCounts(counts=out, n_null=self.n_null + other.n_null)
+
+    def aligned(self, ref: CategoricalReference) -> tuple[np.ndarray, int, list[str]]:
+        """Counts in the reference's category order, the unseen total, and the unseen names."""
+        index = {c: i for i, c in enumerate(ref.categories)}
+        out = np.zeros(len(ref.categories), np.int64)
+        unseen: dict[str, int] = {}
+        for k, v in self.counts.items():
+            i = index.get(k)
+            if i is None:
+                unseen[k] = v
+            else:
+                out[i] = v
+        return out, sum(unseen.values()), sorted(unseen, key=lambda k: -unseen[k])
+
+
+@dataclass(kw_only=True)
+class Profile:
+    """A dataset profile: one entry per column, plus row totals.
+
+    On the reference side the entries are :class:`NumericReference` /
+    :class:`CategoricalReference`; on the current side the matching counts.
+    ``roles`` maps a column to its role: ``feature``, ``score`` or
+    ``prediction`` (scores and predictions are drift targets as well).
+    ``extras`` carries what other detector families add (labelled counts,
+    group counts) under names they choose.
+    """
+
+    n_rows: int
+    numeric: dict[str, Any] = field(default_factory=dict)
+    categorical: dict[str, Any] = field(default_factory=dict)
+    roles: dict[str, str] = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def columns_for(self, applies_to: frozenset[str]) -> list[str]:
+        """Columns of the data types a detector applies to ("numeric", "categorical")."""
+        cols: list[str] = []
+        if "numeric" in applies_to:
+            cols += list(self.numeric)
+        if "categorical" in applies_to:
+            cols += list(self.categorical)
+        return cols
+
+    def merge(self, other: Profile) -> Profile:
+        num = {k: self.numeric[k].merge(v) if k in self.numeric else v for k, v in other.numeric.items()}
+        cat = {k: self.categorical[k].merge(v) if k in self.categorical else v for k, v in other.categorical.items()}
+        return Profile(n_rows=self.n_rows + other.n_rows, numeric=self.numeric | num,
+                       categorical=self.categorical | cat, roles=self.roles | other.roles,
+                       extras=_merge_extras(self.extras, other.extras))
+
+
+def _merge_extras(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = out[k].merge(v) if k in out else v
+    return out

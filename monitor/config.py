@@ -1,0 +1,393 @@
+"""Configuration: YAML, validated once, every problem reported with its path.
+
+>>> cfg = parse_config({"models": [{"name": "m", "schedule": {"every": "5m"}, "window": "1h",
+...     "predictions": {"path": "p", "id": "id", "timestamp": "ts", "prediction": "y"},
+...     "features": {"numeric": ["x"]}, "reference": {"rolling": "7d"},
+...     "detectors": [{"type": "psi"}]}]})
+>>> cfg.models[0].window
+datetime.timedelta(seconds=3600)
+>>> parse_config({"models": [{"name": "m", "window": "1h"}]})
+Traceback (most recent call last):
+...
+detectors.errors.ConfigError: 5 configuration problems
+  models[0].schedule: is required
+  models[0].predictions: is required
+  models[0].features: is required
+  models[0].reference: is required
+  models[0].detectors: is required
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from detectors.errors import ConfigError
+from detectors.registry import Registry
+
+from .durations import parse_duration, parse_time
+
+__all__ = ["Config", "ModelConfig", "load_config", "parse_config", "Duration"]
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+Time = Annotated[datetime, BeforeValidator(parse_time)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class ServerConfig(_Strict):
+    listen: str = "0.0.0.0:9108"
+    #: at most this many distinct ``group`` label values per model; more is refused with an error
+    max_groups: int = Field(100, ge=1)
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"must be HOST:PORT, got {v!r}")
+        return v
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]") or "0.0.0.0", int(port)
+
+
+class LogConfig(_Strict):
+    format: Literal["text", "json"] = "text"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class StorageConfig(_Strict):
+    """Object-store access (``s3://`` paths); credentials come from the usual AWS variables."""
+
+    endpoint_url: str | None = None
+    region: str | None = None
+    anonymous: bool = False
+    connect_timeout: Duration = timedelta(seconds=10)
+    request_timeout: Duration = timedelta(seconds=30)
+
+
+class ScheduleConfig(_Strict):
+    every: Duration | None = None
+    cron: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> ScheduleConfig:
+        if (self.every is None) == (self.cron is None):
+            raise ValueError("must give exactly one of 'every' or 'cron'")
+        if self.cron is not None:
+            from apscheduler.triggers.cron import CronTrigger
+
+            try:
+                CronTrigger.from_crontab(self.cron, timezone="UTC")
+            except ValueError as exc:
+                raise ValueError(f"cron must be a five-field crontab expression, got {self.cron!r} ({exc})") from None
+        return self
+
+    @property
+    def nominal_interval(self) -> timedelta:
+        """The interval, or for cron the gap between its next two firings from a fixed instant."""
+        if self.every is not None:
+            return self.every
+        from apscheduler.triggers.cron import CronTrigger
+
+        trig = CronTrigger.from_crontab(self.cron, timezone="UTC")
+        t0 = datetime(2026, 1, 1, tzinfo=parse_time("2026-01-01").tzinfo)
+        a = trig.get_next_fire_time(None, t0)
+        b = trig.get_next_fire_time(a, a + timedelta(seconds=1))
+        return (b - a) if a and b else timedelta(minutes=1)
+
+
+Task = Literal["binary_classification", "multiclass_classification", "regression"]
+
+
+class PredictionsConfig(_Strict):
+    path: str
+    id: str
+    timestamp: str
+    prediction: str
+    score: str | None = None
+    task: Task = "binary_classification"
+
+
+class GroundTruthConfig(_Strict):
+    path: str
+    id: str
+    label: str
+    timestamp: str
+    max_delay: Duration = timedelta(days=3)
+
+
+class FeaturesConfig(_Strict):
+    numeric: list[str] = []
+    categorical: list[str] = []
+
+    @model_validator(mode="after")
+    def _some(self) -> FeaturesConfig:
+        both = set(self.numeric) & set(self.categorical)
+        if both:
+            raise ValueError(f"must not list a column as both numeric and categorical, got {sorted(both)}")
+        return self
+
+
+class ReferenceConfig(_Strict):
+    """A fixed Parquet dataset (``path``), a fixed range of the sink (``start``/``end``) or ``rolling``."""
+
+    path: str | None = None
+    start: Time | None = None
+    end: Time | None = None
+    rolling: Duration | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> ReferenceConfig:
+        given = [k for k in ("path", "rolling") if getattr(self, k) is not None]
+        if self.start is not None or self.end is not None:
+            if self.start is None or self.end is None:
+                raise ValueError("must give both 'start' and 'end' for a time-range reference")
+            if self.end <= self.start:
+                raise ValueError(f"end must be after start, got start={self.start.isoformat()} end={self.end.isoformat()}")
+            given.append("start/end")
+        if len(given) != 1:
+            raise ValueError(f"must give exactly one of 'path', 'start'+'end' or 'rolling', got {given or 'none'}")
+        return self
+
+
+class DetectorConfig(BaseModel):
+    """``type`` plus the detector's own parameters (validated by the detector class)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    type: str
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class ModelAlerts(_Strict):
+    for_: int = Field(2, alias="for", ge=1)
+    routes: list[str] = []
+    repeat_interval: Duration | None = None
+
+
+class ModelConfig(_Strict):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]+$", min_length=1)]
+    schedule: ScheduleConfig
+    window: Duration
+    predictions: PredictionsConfig
+    ground_truth: GroundTruthConfig | None = None
+    features: FeaturesConfig
+    sensitive: list[str] = []
+    reference: ReferenceConfig
+    detectors: list[DetectorConfig] = Field(min_length=1)
+    alerts: ModelAlerts = ModelAlerts()
+    #: a source read (or the whole evaluation) taking longer than this is abandoned for the run
+    timeout: Duration = timedelta(minutes=2)
+    #: rolling references are rebuilt when their end moves by this much
+    reference_refresh: Duration = timedelta(hours=1)
+
+
+class RouteConfig(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+    type: Literal["slack", "pagerduty", "alertmanager", "webhook"]
+    url: SecretStr | None = None
+    routing_key: SecretStr | None = None
+
+
+class AlertingConfig(_Strict):
+    routes: dict[str, RouteConfig] = {}
+
+
+class Config(_Strict):
+    server: ServerConfig = ServerConfig()
+    state_dir: str = "./atalaia-state"
+    log: LogConfig = LogConfig()
+    storage: StorageConfig = StorageConfig()
+    models: list[ModelConfig] = Field(min_length=1)
+    alerting: AlertingConfig = AlertingConfig()
+    #: where relative paths are resolved (the configuration file's folder)
+    base_dir: str = "."
+
+    def model(self, name: str) -> ModelConfig:
+        for m in self.models:
+            if m.name == name:
+                return m
+        raise KeyError(f"no model named {name!r}; configured: {', '.join(m.name for m in self.models)}")
+
+    def resolve(self, path: str) -> str:
+        """A sink path: URIs as they are, relative local paths against ``base_dir``."""
+        if "://" in path:
+            return path
+        p = Path(path).expanduser()
+        return str(p if p.is_absolute() else (Path(self.base_dir) / p).resolve())
+
+    @property
+    def state_path(self) -> Path:
+        return Path(self.resolve(self.state_dir))
+
+
+# --------------------------------------------------------------------------- loading
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _interpolate(node: Any, path: str, env: Mapping[str, str], problems: list[tuple[str, str]]) -> Any:
+    if isinstance(node, dict):
+        return {k: _interpolate(v, _join(path, k), env, problems) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_interpolate(v, f"{path}[{i}]", env, problems) for i, v in enumerate(node)]
+    if isinstance(node, str):
+        def sub(m: re.Match[str]) -> str:
+            name = m.group(1)
+            if name not in env:
+                problems.append((path, f"must name a set environment variable, got unset ${{{name}}}"))
+                return ""
+            return env[name]
+
+        return _ENV.sub(sub, node)
+    return node
+
+
+def _join(path: str, key: Any) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else ("" if not out else ".") + str(part)
+    return out
+
+
+def _message(err: Mapping[str, Any]) -> str:
+    kind, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")
+    simple = {
+        "missing": "is required",
+        "extra_forbidden": "is not a known key",
+    }
+    if kind in simple:
+        return simple[kind]
+    bounds = {"greater_than": (">", "gt"), "greater_than_equal": (">=", "ge"),
+              "less_than": ("<", "lt"), "less_than_equal": ("<=", "le")}
+    if kind in bounds:
+        op, key = bounds[kind]
+        return f"must be {op} {ctx.get(key)}, got {value!r}"
+    if kind == "literal_error":
+        return f"must be {ctx.get('expected')}, got {value!r}"
+    if kind == "too_short":
+        return f"must have at least {ctx.get('min_length')} entr{'y' if ctx.get('min_length') == 1 else 'ies'}, got {len(value) if hasattr(value, '__len__') else value!r}"
+    if kind == "string_pattern_mismatch":
+        return f"must match {ctx.get('pattern')}, got {value!r}"
+    if kind in ("value_error", "assertion_error"):
+        return str(ctx.get("error", err["msg"]))
+    return f"{err['msg'][0].lower()}{err['msg'][1:]}, got {value!r}"
+
+
+def parse_config(data: Any, *, source: str | None = None, env: Mapping[str, str] | None = None,
+                 registry: Registry | None = None, base_dir: str | None = None) -> Config:
+    """Validate a configuration mapping; raise :class:`ConfigError` listing every problem."""
+    problems: list[tuple[str, str]] = []
+    if not isinstance(data, dict):
+        raise ConfigError([("", f"must be a mapping at the top level, got {type(data).__name__}")], source=source)
+    data = _interpolate(data, "", os.environ if env is None else env, problems)
+    if base_dir is not None:
+        data = data | {"base_dir": base_dir}
+    cfg: Config | None = None
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as exc:
+        for err in exc.errors():
+            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+            problems.append((_loc(loc), _message(err)))
+    problems += _detector_problems(data, registry or Registry())
+    if cfg is not None:
+        problems += _semantic_problems(cfg)
+    if problems:
+        seen: set[tuple[str, str]] = set()
+        unique = [p for p in problems if not (p in seen or seen.add(p))]
+        raise ConfigError(unique, source=source)
+    assert cfg is not None
+    return cfg
+
+
+def load_config(path: str | Path, *, env: Mapping[str, str] | None = None, registry: Registry | None = None,
+                base_dir: str | Path | None = None) -> Config:
+    """Read and validate a YAML file; relative paths resolve against its folder (or ``base_dir``)."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ConfigError([("", f"cannot read the configuration: {exc.strerror or exc}")], source=str(p)) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError([("", f"{where}must be valid YAML ({getattr(exc, 'problem', exc)})")], source=str(p)) from None
+    return parse_config(data, source=str(p), env=env, registry=registry,
+                        base_dir=str(base_dir if base_dir is not None else p.parent.resolve()))
+
+
+def _detector_problems(data: Any, registry: Registry) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    models = data.get("models") if isinstance(data, dict) else None
+    if not isinstance(models, list):
+        return out
+    for i, m in enumerate(models):
+        dets = m.get("detectors") if isinstance(m, dict) else None
+        if not isinstance(dets, list):
+            continue
+        for j, d in enumerate(dets):
+            if not isinstance(d, dict) or "type" not in d:
+                continue
+            params = {k: v for k, v in d.items() if k != "type"}
+            for key, msg in registry.problems(str(d["type"]), params).items():
+                out.append((f"models[{i}].detectors[{j}].{key}", msg))
+    return out
+
+
+def _semantic_problems(cfg: Config) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    names = [m.name for m in cfg.models]
+    for i, m in enumerate(cfg.models):
+        if names.count(m.name) > 1:
+            out.append((f"models[{i}].name", f"must be unique, got {m.name!r} more than once"))
+        p = m.predictions
+        columns = set(m.features.numeric) | set(m.features.categorical)
+        known = columns | {p.score, p.prediction} - {None}
+        for j, d in enumerate(m.detectors):
+            feats = d.params.get("features")
+            if isinstance(feats, list):
+                for f in feats:
+                    if f not in known:
+                        out.append((f"models[{i}].detectors[{j}].features",
+                                    f"must name configured features or prediction columns, got {f!r}"))
+        for j, f in enumerate(m.sensitive):
+            if f in (p.id, p.timestamp):
+                out.append((f"models[{i}].sensitive[{j}]", f"must not be the id or timestamp column, got {f!r}"))
+        for j, r in enumerate(m.alerts.routes):
+            if r not in cfg.alerting.routes:
+                known_routes = ", ".join(cfg.alerting.routes) or "none defined"
+                out.append((f"models[{i}].alerts.routes[{j}]", f"must name a route under alerting.routes ({known_routes}), got {r!r}"))
+        if m.reference.rolling is not None and m.reference.rolling < m.window:
+            out.append((f"models[{i}].reference.rolling", f"must be at least the window ({m.window}), got {m.reference.rolling}"))
+    return out

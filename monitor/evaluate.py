@@ -1,0 +1,183 @@
+"""One evaluation of one model: read the window, profile it, run the detectors.
+
+The reference profile is built once per (reference data, columns, detector
+configuration) and cached in memory and in ``STATE_DIR/references``; a
+change of any of them — new files, a changed file, a different detector
+parameter — gives a new cache key and a rebuild.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import pickle
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+
+
+from detectors.base import Context, Detector, Finding
+from detectors.errors import SourceError
+from detectors.profile import Profile
+from detectors.registry import Registry
+
+from .config import Config, ModelConfig
+from .durations import floor_time
+from .profiles import Columns, WindowProfiler, reference_profile
+from .sources.parquet import ColumnKind, ParquetSink
+
+__all__ = ["Evaluator", "Evaluation", "PROFILE_VERSION"]
+
+log = logging.getLogger("atalaia.evaluate")
+
+#: bump when the profile layout changes, so cached references are rebuilt
+PROFILE_VERSION = 1
+
+
+@dataclass(kw_only=True)
+class Evaluation:
+    """What one run produced."""
+
+    model: str
+    window_start: datetime
+    window_end: datetime
+    findings: list[Finding]
+    rows: int
+    reference_rows: int
+    errors: list[SourceError] = field(default_factory=list)
+    duration_seconds: float = 0.0
+    reference_cached: bool = False
+
+    @property
+    def outcome(self) -> str:
+        return "partial" if self.errors else "success"
+
+
+@dataclass
+class _Reference:
+    key: str
+    profile: Profile
+    summaries: list[Any]
+
+
+class Evaluator:
+    """Evaluates one model; reusable across runs (it keeps the reference in memory)."""
+
+    def __init__(self, *, config: Config, model: ModelConfig, registry: Registry | None = None,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self.model = model
+        self.registry = registry or Registry()
+        self.detectors: list[Detector] = [self.registry.create(d.type, **d.params) for d in model.detectors]
+        self.monotonic = monotonic
+        p = model.predictions
+        self.columns = Columns(
+            numeric=list(model.features.numeric), categorical=list(model.features.categorical),
+            sensitive=list(model.sensitive), timestamp=p.timestamp, score=p.score, prediction=p.prediction,
+            prediction_is_class=p.task != "regression")
+        self._reference: _Reference | None = None
+        storage = config.storage
+        self._fs_options = {"endpoint_url": storage.endpoint_url, "region": storage.region,
+                            "anonymous": storage.anonymous,
+                            "connect_timeout": storage.connect_timeout.total_seconds(),
+                            "request_timeout": storage.request_timeout.total_seconds()}
+        self.predictions = ParquetSink.open(config.resolve(p.path), timestamp=p.timestamp, **self._fs_options)
+
+    # -- columns --------------------------------------------------------------
+    def window_columns(self) -> dict[str, ColumnKind]:
+        c = self.columns
+        cols: dict[str, ColumnKind] = {c.timestamp: "timestamp"} if c.timestamp else {}
+        cols |= {n: "numeric" for n in c.numeric_targets}
+        cols |= {n: "categorical" for n in c.categorical_targets}
+        if any(d.uses_batches for d in self.detectors):
+            cols |= {n: "categorical" for n in c.sensitive}
+        return cols
+
+    # -- reference ------------------------------------------------------------
+    def reference_range(self, at: datetime) -> tuple[datetime, datetime] | None:
+        ref = self.model.reference
+        if ref.rolling is not None:
+            end = floor_time(at - self.model.window, self.model.reference_refresh)
+            return end - ref.rolling, end
+        if ref.start is not None and ref.end is not None:
+            return ref.start, ref.end
+        return None
+
+    def _reference_sink(self, at: datetime) -> tuple[ParquetSink, datetime | None, datetime | None]:
+        ref = self.model.reference
+        if ref.path is not None:
+            sink = ParquetSink.open(self.config.resolve(ref.path), timestamp=None, **self._fs_options)
+            return sink, None, None
+        start, end = self.reference_range(at)  # type: ignore[misc]
+        return self.predictions, start, end
+
+    def reference(self, at: datetime, *, deadline: float | None = None) -> tuple[_Reference, bool]:
+        """The reference profile and detector summaries; ``True`` when it came from a cache."""
+        sink, start, end = self._reference_sink(at)
+        files = sink.files(start, end)
+        key = self._reference_key(files, start, end)
+        if self._reference is not None and self._reference.key == key:
+            return self._reference, True
+        cache = self.config.state_path / "references" / f"{self.model.name}-{key[:24]}.pkl"
+        if cache.exists():
+            try:
+                with cache.open("rb") as fh:
+                    profile = pickle.load(fh)
+                self._reference = _Reference(key, profile, [d.summarise(profile) for d in self.detectors])
+                return self._reference, True
+            except Exception as exc:  # a damaged cache is rebuilt, never fatal
+                log.warning("rebuilding damaged reference cache %s: %s", cache, exc)
+        columns = {n: k for n, k in self.window_columns().items() if not (k == "timestamp" and start is None)}
+        if start is not None:
+            columns[self.columns.timestamp] = "timestamp"  # type: ignore[index]
+        table = sink.read_table(columns=columns, start=start, end=end, deadline=deadline)
+        for err in sink.errors:
+            log.error("reference for model %s: %s", self.model.name, err)
+        profile = reference_profile(table, columns=self.columns, detectors=self.detectors)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp")
+        with tmp.open("wb") as fh:
+            pickle.dump(profile, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        tmp.replace(cache)
+        self._reference = _Reference(key, profile, [d.summarise(profile) for d in self.detectors])
+        log.info("built reference profile for model %s from %d rows (%d files)", self.model.name,
+                 table.num_rows, len(files))
+        return self._reference, False
+
+    def _reference_key(self, files: Sequence[Any], start: datetime | None, end: datetime | None) -> str:
+        doc = {
+            "version": PROFILE_VERSION,
+            "reference": self.model.reference.model_dump(mode="json"),
+            "range": [start.isoformat() if start else None, end.isoformat() if end else None],
+            "files": [(f.path, f.size, f.mtime_ns) for f in files],
+            "columns": sorted(self.window_columns().items()),
+            "detectors": [d.key for d in self.detectors if d.uses_batches],
+        }
+        return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+
+    # -- the run --------------------------------------------------------------
+    def evaluate(self, *, at: datetime, deadline: float | None = None) -> Evaluation:
+        """Evaluate the window ``[at - window, at)``."""
+        t0 = self.monotonic()
+        start, end = at - self.model.window, at
+        ref, cached = self.reference(at, deadline=deadline)
+        profiler = WindowProfiler(reference=ref.profile, columns=self.columns, detectors=self.detectors)
+        for batch in self.predictions.batches(columns=self.window_columns(), start=start, end=end, deadline=deadline):
+            profiler.add(batch)
+        errors = list(self.predictions.errors)
+        for err in errors:
+            log.error("model %s: skipped %s", self.model.name, err)
+        ctx = Context(model=self.model.name, window_start=start, window_end=end)
+        findings: list[Finding] = []
+        for det, summary in zip(self.detectors, ref.summaries, strict=True):
+            findings += det.score(summary, profiler.profile, context=ctx)
+        return Evaluation(model=self.model.name, window_start=start, window_end=end, findings=findings,
+                          rows=profiler.profile.n_rows, reference_rows=ref.profile.n_rows, errors=errors,
+                          duration_seconds=self.monotonic() - t0, reference_cached=cached)
+
+

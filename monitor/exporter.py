@@ -1,0 +1,195 @@
+"""Prometheus exposition: the latest findings (built at scrape time) and daemon health.
+
+Metric families (prefix ``atalaia_``, base units, no timestamps):
+
+==========================================  =========  ===============================================
+``atalaia_finding_value``                   gauge      effect size of each finding
+``atalaia_finding_threshold``               gauge      the threshold it was compared with
+``atalaia_finding_p_value``                 gauge      p-value (tests only)
+``atalaia_finding_status``                  stateset   ok / warn / alert / insufficient_data
+``atalaia_finding_rows``                    gauge      rows on each side (``side`` = reference|current)
+``atalaia_window_end_timestamp_seconds``    gauge      end of the window the findings describe
+``atalaia_last_run_timestamp_seconds``      gauge      last run (any outcome)
+``atalaia_last_success_timestamp_seconds``  gauge      last run that produced findings
+``atalaia_run_duration_seconds``            histogram  evaluation time
+``atalaia_runs_total``                      counter    runs by ``outcome``
+``atalaia_rows_processed_total``            counter    window rows read
+``atalaia_source_errors_total``             counter    skipped files and failed reads by ``reason``
+``atalaia_alerts_sent_total``               counter    alert deliveries by ``route`` and ``outcome``
+``atalaia_label_cap_exceeded_total``        counter    findings dropped by the ``group`` label cap
+==========================================  =========  ===============================================
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric, StateSetMetricFamily
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
+
+from detectors.base import STATUSES, Finding
+
+__all__ = ["Telemetry", "FindingsCollector", "MetricsServer", "LatestFindings"]
+
+log = logging.getLogger("atalaia.exporter")
+
+_LABELS = ("model", "detector", "kind", "target", "statistic", "group")
+
+
+class LatestFindings:
+    """The latest findings per model, shared between the scheduler and the collector."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_model: dict[str, tuple[list[Finding], float]] = {}
+
+    def set(self, model: str, findings: Sequence[Finding], window_end: float) -> None:
+        with self._lock:
+            self._by_model[model] = (list(findings), window_end)
+
+    def snapshot(self) -> dict[str, tuple[list[Finding], float]]:
+        with self._lock:
+            return dict(self._by_model)
+
+
+class Telemetry:
+    """The daemon's health metrics, registered in an injected registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.last_run = Gauge("atalaia_last_run_timestamp_seconds", "Unix time the last evaluation of a model ended.",
+                              ["model"], registry=registry)
+        self.last_success = Gauge("atalaia_last_success_timestamp_seconds",
+                                  "Unix time of the last evaluation that produced findings.", ["model"],
+                                  registry=registry)
+        self.duration = Histogram("atalaia_run_duration_seconds", "Time one evaluation of a model took.", ["model"],
+                                  buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+                                  registry=registry)
+        self.runs = Counter("atalaia_runs_total", "Evaluations by outcome.", ["model", "outcome"], registry=registry)
+        self.rows = Counter("atalaia_rows_processed_total", "Prediction rows read in evaluation windows.", ["model"],
+                            registry=registry)
+        self.source_errors = Counter("atalaia_source_errors_total",
+                                     "Files skipped or reads failed, by reason.", ["model", "reason"],
+                                     registry=registry)
+        self.alerts_sent = Counter("atalaia_alerts_sent_total", "Alert notifications by route and outcome.",
+                                   ["route", "outcome"], registry=registry)
+        self.label_cap = Counter("atalaia_label_cap_exceeded_total",
+                                 "Findings left out of the exposition by the group label cap.", ["model"],
+                                 registry=registry)
+
+    def prime(self, models: Iterable[str], outcomes: Iterable[str]) -> None:
+        """Create every model's series at zero so rates and absences are well defined from the start."""
+        for m in models:
+            for o in outcomes:
+                self.runs.labels(m, o)
+            self.rows.labels(m)
+            self.duration.labels(m)
+
+
+class FindingsCollector(Collector):
+    """Builds the finding metrics from :class:`LatestFindings` at each scrape."""
+
+    def __init__(self, latest: LatestFindings, *, max_groups: int = 100,
+                 on_cap: Callable[[str, int], None] | None = None) -> None:
+        self.latest = latest
+        self.max_groups = max_groups
+        self.on_cap = on_cap
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterable[Metric]:
+        value = GaugeMetricFamily("atalaia_finding_value", "Effect size of the latest finding.", labels=_LABELS)
+        threshold = GaugeMetricFamily("atalaia_finding_threshold", "Threshold the finding was compared with.",
+                                      labels=_LABELS)
+        p_value = GaugeMetricFamily("atalaia_finding_p_value", "p-value of the latest finding (tests only).",
+                                    labels=_LABELS)
+        status = StateSetMetricFamily("atalaia_finding_status", "Status of the latest finding.", labels=_LABELS)
+        rows = GaugeMetricFamily("atalaia_finding_rows", "Rows behind the finding.", labels=(*_LABELS, "side"))
+        window = GaugeMetricFamily("atalaia_window_end_timestamp_seconds",
+                                   "End of the window the latest findings describe.", labels=("model",))
+        for model, (findings, window_end) in sorted(self.latest.snapshot().items()):
+            window.add_metric([model], window_end)
+            for f in self._capped(model, findings):
+                labels = [f.model, f.detector, f.kind, f.target, f.statistic, f.group or ""]
+                if f.value is not None:
+                    value.add_metric(labels, f.value)
+                if f.threshold is not None:
+                    threshold.add_metric(labels, f.threshold)
+                if f.p_value is not None:
+                    p_value.add_metric(labels, f.p_value)
+                status.add_metric(labels, {s: s == f.status for s in STATUSES})
+                rows.add_metric([*labels, "reference"], f.n_reference)
+                rows.add_metric([*labels, "current"], f.n_current)
+        yield from (value, threshold, p_value, status, rows, window)
+
+    def _capped(self, model: str, findings: list[Finding]) -> list[Finding]:
+        groups = sorted({f.group for f in findings if f.group is not None})
+        if len(groups) <= self.max_groups:
+            return findings
+        keep = set(groups[: self.max_groups])
+        dropped = sum(1 for f in findings if f.group is not None and f.group not in keep)
+        log.error("model %s: %d distinct group label values exceed server.max_groups=%d; %d findings left out "
+                  "of /metrics (raise the cap or use fewer or coarser sensitive attributes)",
+                  model, len(groups), self.max_groups, dropped)
+        if self.on_cap:
+            self.on_cap(model, dropped)
+        return [f for f in findings if f.group is None or f.group in keep]
+
+
+class MetricsServer:
+    """``/metrics``, ``/healthz`` and ``/readyz`` on a threaded HTTP server."""
+
+    def __init__(self, *, registry: CollectorRegistry, host: str, port: int,
+                 ready: Callable[[], tuple[bool, str]]) -> None:
+        self.registry = registry
+        self.ready = ready
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics":
+                    encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
+                    body = encoder(server.registry)
+                    self._send(200, body, content_type)
+                elif path == "/healthz":
+                    self._send(200, b"ok\n")
+                elif path == "/readyz":
+                    ok, why = server.ready()
+                    self._send(200 if ok else 503, (why + "\n").encode())
+                elif path == "/":
+                    self._send(200, b"atalaia: /metrics /healthz /readyz\n")
+                else:
+                    self._send(404, b"not found\n")
+
+            def _send(self, code: int, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, fmt: str, *args: Any) -> None:
+                log.debug("http %s", fmt % args)
+
+        self.httpd = ThreadingHTTPServer((host, port), Handler)
+        self.httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self.httpd.serve_forever, name="atalaia-http", daemon=True)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self.httpd.server_address[:2]
+        return str(host), int(port)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

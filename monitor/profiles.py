@@ -1,0 +1,169 @@
+"""Arrow record batches → mergeable profiles (the only place Arrow meets the detectors).
+
+:func:`reference_profile` summarises a (bounded) reference table once;
+:class:`WindowProfiler` turns each record batch of the current window into
+partial counts on the reference grids and merges them, so memory does not
+grow with the window.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from detectors.base import Batch, Detector
+from detectors.profile import (
+    CategoricalCounts,
+    CategoricalReference,
+    NumericCounts,
+    NumericReference,
+    Profile,
+)
+
+__all__ = ["Columns", "reference_profile", "WindowProfiler", "to_batch"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Columns:
+    """Which columns of a batch play which role."""
+
+    numeric: Sequence[str]
+    categorical: Sequence[str]
+    sensitive: Sequence[str] = ()
+    timestamp: str | None = None
+    score: str | None = None
+    prediction: str | None = None
+    #: the prediction is a class (classification) rather than a number (regression)
+    prediction_is_class: bool = True
+    label: str | None = None
+
+    @property
+    def numeric_targets(self) -> list[str]:
+        extra = [self.score] if self.score else []
+        if self.prediction and not self.prediction_is_class:
+            extra.append(self.prediction)
+        return list(dict.fromkeys([*self.numeric, *extra]))
+
+    @property
+    def categorical_targets(self) -> list[str]:
+        extra = [self.prediction] if self.prediction and self.prediction_is_class else []
+        return list(dict.fromkeys([*self.categorical, *extra]))
+
+    def roles(self) -> dict[str, str]:
+        roles = {c: "feature" for c in [*self.numeric, *self.categorical]}
+        if self.score:
+            roles[self.score] = "score"
+        if self.prediction:
+            roles[self.prediction] = "prediction"
+        return roles
+
+
+def numeric_values(col: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, int]:
+    """A float array (NaN for nulls; zero-copy for null-free float columns) and the null count."""
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    if pa.types.is_dictionary(col.type):
+        col = col.dictionary_decode()
+    if not pa.types.is_floating(col.type):
+        col = pc.cast(col, pa.float64())
+    return col.to_numpy(zero_copy_only=False), col.null_count
+
+
+def category_counts(col: pa.Array | pa.ChunkedArray) -> CategoricalCounts:
+    """Counts per category via Arrow's hash kernel (no per-row Python)."""
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    vc = pc.value_counts(col)
+    values = vc.field("values").to_pylist()
+    counts = vc.field("counts").to_pylist()
+    out: dict[str, int] = {}
+    n_null = 0
+    for v, c in zip(values, counts, strict=True):
+        if v is None:
+            n_null += c
+        else:
+            key = str(v)
+            out[key] = out.get(key, 0) + c
+    return CategoricalCounts(counts=out, n_null=n_null)
+
+
+def _category_array(col: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+        col = pc.cast(col, pa.string())
+    return np.asarray(col.to_numpy(zero_copy_only=False), dtype=object)
+
+
+def to_batch(table: pa.Table | pa.RecordBatch, columns: Columns) -> Batch:
+    """Arrow → :class:`Batch` for detectors that use per-batch hooks."""
+    def num(name: str | None) -> np.ndarray | None:
+        return None if not name or name not in table.column_names else numeric_values(table.column(name))[0]
+
+    ts = np.zeros(0, np.int64)
+    if columns.timestamp and columns.timestamp in table.column_names:
+        ts = pc.cast(table.column(columns.timestamp), pa.timestamp("ns", tz="UTC")).to_numpy(
+            zero_copy_only=False).astype("datetime64[ns]").astype(np.int64)
+    prediction = None
+    if columns.prediction and columns.prediction in table.column_names:
+        col = table.column(columns.prediction)
+        prediction = _category_array(col) if columns.prediction_is_class else numeric_values(col)[0]
+    return Batch(
+        n_rows=table.num_rows,
+        numeric={c: numeric_values(table.column(c))[0] for c in columns.numeric if c in table.column_names},
+        categorical={c: _category_array(table.column(c)) for c in columns.categorical if c in table.column_names},
+        sensitive={c: _category_array(table.column(c)) for c in columns.sensitive if c in table.column_names},
+        timestamp=ts, score=num(columns.score), prediction=prediction, label=num(columns.label))
+
+
+def reference_profile(table: pa.Table, *, columns: Columns, detectors: Sequence[Detector] = ()) -> Profile:
+    """Summarise a reference table once: grids for numeric columns, categories for the rest."""
+    numeric = {}
+    for name in columns.numeric_targets:
+        if name in table.column_names:
+            values, n_null = numeric_values(table.column(name))
+            numeric[name] = NumericReference.from_values(values, n_null=n_null)
+    categorical = {name: CategoricalReference.from_counts(category_counts(table.column(name)))
+                   for name in columns.categorical_targets if name in table.column_names}
+    extras = {}
+    hooked = [d for d in detectors if d.uses_batches]
+    if hooked:
+        batch = to_batch(table, columns)
+        extras = {d.key: d.reference_extra(batch) for d in hooked}
+    return Profile(n_rows=table.num_rows, numeric=numeric, categorical=categorical, roles=columns.roles(),
+                   extras=extras)
+
+
+class WindowProfiler:
+    """Accumulates a window's profile batch by batch on the reference grids."""
+
+    def __init__(self, *, reference: Profile, columns: Columns, detectors: Sequence[Detector] = ()) -> None:
+        self.reference = reference
+        self.columns = columns
+        self.hooked = [d for d in detectors if d.uses_batches]
+        self.profile = Profile(
+            n_rows=0,
+            numeric={c: NumericCounts.empty(r) for c, r in reference.numeric.items()},
+            categorical={c: CategoricalCounts() for c in reference.categorical},
+            roles=dict(reference.roles),
+        )
+
+    def add(self, batch: pa.RecordBatch | pa.Table) -> None:
+        numeric = {}
+        for name, ref in self.reference.numeric.items():
+            if name in batch.column_names:
+                values, n_null = numeric_values(batch.column(name))
+                numeric[name] = NumericCounts.of(values, ref, n_null=n_null)
+        categorical = {name: category_counts(batch.column(name))
+                       for name in self.reference.categorical if name in batch.column_names}
+        extras = {}
+        if self.hooked:
+            b = to_batch(batch, self.columns)
+            for d in self.hooked:
+                part = d.batch_extra(self.reference.extras.get(d.key), b)
+                if part is not None:
+                    extras[d.key] = part
+        self.profile = self.profile.merge(Profile(n_rows=batch.num_rows, numeric=numeric,
+                                                  categorical=categorical, extras=extras))

@@ -1,0 +1,220 @@
+"""The daemon: one APScheduler job per model, metrics server, graceful stop.
+
+* ``BackgroundScheduler`` in UTC, ``max_instances=1``, ``coalesce=True``,
+  ``misfire_grace_time`` of one interval, a first run at start-up.
+* Each evaluation runs on a worker thread and is abandoned after the model's
+  ``timeout``: a hung source is reported (``outcome="timeout"``) and the
+  schedule goes on; while an abandoned evaluation is still stuck, later runs
+  of that model are skipped (``outcome="skipped"``) rather than piling up.
+* SIGTERM/SIGINT set an event; the main thread then shuts the scheduler
+  down, letting the running evaluation finish, and returns 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+from prometheus_client import CollectorRegistry
+
+from detectors.errors import SourceError, SourceTimeout
+from detectors.registry import Registry
+
+from .config import Config, ModelConfig
+from .evaluate import Evaluation, Evaluator
+from .exporter import FindingsCollector, LatestFindings, MetricsServer, Telemetry
+from .state import RunRecord, StateStore
+
+__all__ = ["Daemon", "OUTCOMES"]
+
+log = logging.getLogger("atalaia.daemon")
+
+OUTCOMES = ("success", "partial", "error", "timeout", "skipped")
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class _Worker:
+    thread: threading.Thread
+    done: threading.Event = field(default_factory=threading.Event)
+    result: Evaluation | None = None
+    error: BaseException | None = None
+
+
+class Daemon:
+    """Wires config, evaluators, state store, exporter and scheduler together."""
+
+    def __init__(self, *, config: Config, registry: CollectorRegistry | None = None,
+                 detectors: Registry | None = None, state: StateStore | None = None,
+                 clock: Callable[[], datetime] = utc_now, listen: str | None = None) -> None:
+        self.config = config
+        self.clock = clock
+        self.metrics_registry = registry or CollectorRegistry()
+        self.telemetry = Telemetry(self.metrics_registry)
+        self.telemetry.prime((m.name for m in config.models), OUTCOMES)
+        self.latest = LatestFindings()
+        self.metrics_registry.register(FindingsCollector(
+            self.latest, max_groups=config.server.max_groups,
+            on_cap=lambda model, n: self.telemetry.label_cap.labels(model).inc(n)))
+        self.state = state or StateStore.in_dir(config.state_path)
+        self.evaluators = {m.name: Evaluator(config=config, model=m, registry=detectors) for m in config.models}
+        self._restore()
+        self.stop_event = threading.Event()
+        self._attempted: set[str] = set()
+        self._inflight: dict[str, _Worker] = {}
+        self.scheduler = BackgroundScheduler(timezone=UTC)
+        self.listen = listen or config.server.listen
+        self.server: MetricsServer | None = None
+
+    def _restore(self) -> None:
+        for model, findings in self.state.latest_findings().items():
+            if model in self.evaluators and findings:
+                end = datetime.fromisoformat(findings[0].window_end.replace("Z", "+00:00"))
+                self.latest.set(model, findings, end.timestamp())
+                log.info("restored %d findings of model %s from the state store", len(findings), model)
+
+    # -- readiness ------------------------------------------------------------
+    def readiness(self) -> tuple[bool, str]:
+        missing = [m for m in self.evaluators if m not in self._attempted]
+        if missing:
+            return False, f"waiting for the first run of: {', '.join(missing)}"
+        return True, "ready"
+
+    # -- one run --------------------------------------------------------------
+    def run_model(self, name: str, *, at: datetime | None = None) -> str:
+        """Evaluate one model now (the scheduler's job); returns the outcome."""
+        model = self.config.model(name)
+        at = at or self.clock()
+        started = time.monotonic()
+        outcome, error, evaluation = "error", None, None
+        previous = self._inflight.get(name)
+        if previous is not None and not previous.done.is_set():
+            outcome, error = "skipped", "the previous evaluation is still running past its timeout"
+            log.error("model %s: run skipped: %s", name, error)
+        else:
+            evaluation, outcome, error = self._evaluate_with_timeout(model, at)
+        duration = time.monotonic() - started
+        self._account(model, at, outcome, error, evaluation, duration)
+        self._attempted.add(name)
+        return outcome
+
+    def _evaluate_with_timeout(self, model: ModelConfig, at: datetime) -> tuple[Evaluation | None, str, str | None]:
+        evaluator = self.evaluators[model.name]
+        timeout = model.timeout.total_seconds()
+        deadline = time.monotonic() + timeout
+
+        def work() -> None:
+            try:
+                worker.result = evaluator.evaluate(at=at, deadline=deadline)
+            except BaseException as exc:  # reported by the scheduler thread
+                worker.error = exc
+            finally:
+                worker.done.set()
+
+        worker = _Worker(thread=threading.Thread(target=work, name=f"atalaia-eval-{model.name}", daemon=True))
+        self._inflight[model.name] = worker
+        worker.thread.start()
+        if not worker.done.wait(timeout + 1.0):
+            msg = f"evaluation did not finish within {model.timeout} (source hung?)"
+            log.error("model %s: %s", model.name, msg)
+            self.telemetry.source_errors.labels(model.name, "timeout").inc()
+            return None, "timeout", msg
+        if worker.error is not None:
+            exc = worker.error
+            if isinstance(exc, SourceTimeout):
+                self.telemetry.source_errors.labels(model.name, "timeout").inc()
+                log.error("model %s: %s", model.name, exc)
+                return None, "timeout", str(exc)
+            if isinstance(exc, SourceError):
+                self.telemetry.source_errors.labels(model.name, exc.reason).inc()
+                log.error("model %s: %s", model.name, exc)
+                return None, "error", str(exc)
+            log.error("model %s: evaluation failed: %s", model.name, exc, exc_info=exc)
+            return None, "error", f"{type(exc).__name__}: {exc}"
+        ev = worker.result
+        assert ev is not None
+        for err in ev.errors:
+            self.telemetry.source_errors.labels(model.name, err.reason).inc()
+        return ev, ev.outcome, "; ".join(map(str, ev.errors)) or None
+
+    def _account(self, model: ModelConfig, at: datetime, outcome: str, error: str | None,
+                 ev: Evaluation | None, duration: float) -> None:
+        t = self.telemetry
+        now = self.clock().timestamp()
+        t.runs.labels(model.name, outcome).inc()
+        t.last_run.labels(model.name).set(now)
+        t.duration.labels(model.name).observe(duration)
+        if ev is not None:
+            t.rows.labels(model.name).inc(ev.rows)
+            t.last_success.labels(model.name).set(now)
+            self.latest.set(model.name, ev.findings, ev.window_end.timestamp())
+            breaches = [f for f in ev.findings if f.status in ("warn", "alert")]
+            log.info("model %s: window %s..%s, %d rows, %d findings, %d warn/alert, %.3fs%s", model.name,
+                     ev.window_start.isoformat(), ev.window_end.isoformat(), ev.rows, len(ev.findings),
+                     len(breaches), duration, " (reference cached)" if ev.reference_cached else "")
+        try:
+            self.state.record_run(RunRecord(
+                model=model.name, started_at=at, window_start=ev.window_start if ev else at - model.window,
+                window_end=ev.window_end if ev else at, outcome=outcome, duration_seconds=duration,
+                rows=ev.rows if ev else 0, error=error), ev.findings if ev else None)
+        except Exception as exc:  # the state store must never take the daemon down
+            log.error("model %s: could not record the run in the state store: %s", model.name, exc)
+
+    # -- lifecycle ------------------------------------------------------------
+    def schedule(self) -> None:
+        now = self.clock()
+        for m in self.config.models:
+            interval = m.schedule.nominal_interval
+            trigger: Any = (IntervalTrigger(seconds=m.schedule.every.total_seconds(), timezone=UTC)
+                            if m.schedule.every is not None else CronTrigger.from_crontab(m.schedule.cron, timezone=UTC))
+            self.scheduler.add_job(self.run_model, trigger, args=[m.name], id=m.name, name=f"evaluate {m.name}",
+                                   max_instances=1, coalesce=True,
+                                   misfire_grace_time=max(1, int(interval.total_seconds())), next_run_time=now)
+
+    def start(self) -> None:
+        host, _, port = self.listen.rpartition(":")
+        self.server = MetricsServer(registry=self.metrics_registry, host=host.strip("[]") or "0.0.0.0",
+                                    port=int(port), ready=self.readiness)
+        self.server.start()
+        log.info("serving /metrics, /healthz and /readyz on %s:%d", *self.server.address)
+        self.schedule()
+        self.scheduler.start()
+
+    def install_signal_handlers(self) -> None:
+        def handler(signum: int, _frame: Any) -> None:
+            log.info("received %s: finishing the running evaluation, then stopping", signal.Signals(signum).name)
+            self.stop_event.set()
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    def shutdown(self) -> None:
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=True)
+        if self.server is not None:
+            self.server.stop()
+        self.state.close()
+        log.info("stopped")
+
+    def serve_forever(self) -> int:
+        """Run until SIGTERM/SIGINT; returns the process exit code (0)."""
+        self.install_signal_handlers()
+        self.start()
+        try:
+            while not self.stop_event.wait(1.0):
+                pass
+        finally:
+            self.shutdown()
+        return 0

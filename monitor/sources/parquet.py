@@ -1,0 +1,268 @@
+"""Parquet sinks: hive partitions pruned to a window, only the needed columns, streamed.
+
+A sink is a directory of Parquet files (optionally hive-partitioned by time,
+e.g. ``date=2026-11-27/hour=13``), a single file, or an ``s3://`` prefix.
+:meth:`ParquetSink.batches` yields record batches of the requested columns
+for rows whose timestamp lies in ``[start, end)``.  Files whose partition
+keys place them wholly outside the window are never opened.
+
+Each file is checked against the expected columns before it is read; a
+file that is corrupt, lacks a column or has it under an unusable type is
+*skipped* and reported as a :class:`~detectors.errors.SourceError` naming
+the file and column — the rest of the window is still read.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Literal
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+
+from detectors.errors import SourceError, SourceTimeout
+
+__all__ = ["ColumnKind", "ParquetSink", "label_lookup", "make_filesystem", "partition_range"]
+
+ColumnKind = Literal["timestamp", "numeric", "categorical", "any"]
+
+_DAY_KEYS = ("date", "dt", "day", "ds")
+_KEY_VALUE = re.compile(r"^([^=/]+)=([^/]*)$")
+
+
+def make_filesystem(uri: str, *, endpoint_url: str | None = None, region: str | None = None,
+                    anonymous: bool = False, connect_timeout: float = 10.0,
+                    request_timeout: float = 30.0) -> tuple[pafs.FileSystem, str]:
+    """The filesystem and in-filesystem path for a local path or ``s3://bucket/prefix``."""
+    if uri.startswith("s3://"):
+        kwargs: dict[str, object] = {"connect_timeout": connect_timeout, "request_timeout": request_timeout,
+                                     "anonymous": anonymous}
+        if region:
+            kwargs["region"] = region
+        if endpoint_url:
+            scheme, _, host = endpoint_url.partition("://")
+            if not host:
+                scheme, host = "https", endpoint_url
+            kwargs["endpoint_override"] = host.rstrip("/")
+            kwargs["scheme"] = scheme
+        return pafs.S3FileSystem(**kwargs), uri[len("s3://"):].rstrip("/")
+    if "://" in uri:
+        return pafs.FileSystem.from_uri(uri)
+    return pafs.LocalFileSystem(), uri
+
+
+def partition_range(keys: Mapping[str, str]) -> tuple[datetime, datetime] | None:
+    """The time span a hive partition covers, from keys like date=/dt=/year=/month=/day= and hour=.
+
+    >>> partition_range({"date": "2026-11-27", "hour": "13"})[0].isoformat()
+    '2026-11-27T13:00:00+00:00'
+    >>> partition_range({"region": "eu"}) is None
+    True
+    """
+    day: date | None = None
+    try:
+        for k in _DAY_KEYS:
+            if k in keys and ("-" in keys[k] or len(keys[k]) == 8):
+                v = keys[k]
+                day = date.fromisoformat(v if "-" in v else f"{v[:4]}-{v[4:6]}-{v[6:]}")
+                break
+        if day is None and "year" in keys:
+            y = int(keys["year"])
+            if "month" not in keys:
+                return datetime(y, 1, 1, tzinfo=UTC), datetime(y + 1, 1, 1, tzinfo=UTC)
+            m = int(keys["month"])
+            if "day" not in keys:
+                start = datetime(y, m, 1, tzinfo=UTC)
+                return start, datetime(y + m // 12, m % 12 + 1, 1, tzinfo=UTC)
+            day = date(y, m, int(keys["day"]))
+        if day is None:
+            return None
+        start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        if "hour" in keys:
+            start += timedelta(hours=int(keys["hour"]))
+            return start, start + timedelta(hours=1)
+        return start, start + timedelta(days=1)
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    path: str
+    size: int
+    mtime_ns: int
+    span: tuple[datetime, datetime] | None
+
+
+@dataclass
+class ParquetSink:
+    """One Parquet sink (predictions, ground truth or a reference dataset).
+
+    ``errors`` collects the files skipped by the last call to :meth:`batches`.
+    ``deadline`` (a ``time.monotonic()`` value) makes reads give up with a
+    :class:`SourceTimeout` between files and batches.
+    """
+
+    uri: str
+    timestamp: str | None
+    filesystem: pafs.FileSystem
+    root: str
+    errors: list[SourceError] = field(default_factory=list)
+    clock: Callable[[], float] = time.monotonic
+
+    @classmethod
+    def open(cls, uri: str, *, timestamp: str | None, **fs_options: object) -> ParquetSink:
+        fs, root = make_filesystem(uri, **fs_options)  # type: ignore[arg-type]
+        return cls(uri=uri, timestamp=timestamp, filesystem=fs, root=root)
+
+    # -- discovery ------------------------------------------------------------
+    def files(self, start: datetime | None = None, end: datetime | None = None) -> list[FileEntry]:
+        """Parquet files under the sink whose partition span overlaps ``[start, end)``."""
+        try:
+            info = self.filesystem.get_file_info(self.root)
+        except OSError as exc:
+            raise SourceError(f"cannot reach the sink: {exc}", path=self.uri, reason="unreachable") from None
+        if info.type == pafs.FileType.NotFound:
+            raise SourceError("the sink does not exist", path=self.uri, reason="missing")
+        if info.type == pafs.FileType.File:
+            infos = [info]
+        else:
+            try:
+                infos = self.filesystem.get_file_info(pafs.FileSelector(self.root, recursive=True))
+            except OSError as exc:
+                raise SourceError(f"cannot list the sink: {exc}", path=self.uri, reason="unreachable") from None
+        out = []
+        for fi in infos:
+            if fi.type != pafs.FileType.File:
+                continue
+            rel = fi.path[len(self.root):].lstrip("/") if fi.path.startswith(self.root) else fi.base_name
+            parts = rel.split("/")
+            if any(p.startswith((".", "_")) for p in parts) or not fi.base_name.endswith((".parquet", ".parq", ".pq")) \
+                    and info.type != pafs.FileType.File:
+                continue
+            keys = dict(m.groups() for p in parts[:-1] if (m := _KEY_VALUE.match(p)))
+            span = partition_range(keys)
+            if start is not None and end is not None and span is not None and (span[1] <= start or span[0] >= end):
+                continue
+            out.append(FileEntry(fi.path, fi.size or 0, fi.mtime_ns or 0, span))
+        out.sort(key=lambda f: f.path)
+        return out
+
+    # -- reading --------------------------------------------------------------
+    def batches(self, *, columns: Mapping[str, ColumnKind], start: datetime | None = None,
+                end: datetime | None = None, batch_size: int = 262_144,
+                deadline: float | None = None) -> Iterator[pa.RecordBatch]:
+        """Record batches of ``columns`` for rows with ``start <= timestamp < end``.
+
+        Bad files are skipped and appended to :attr:`errors`.
+        """
+        self.errors = []
+        names = list(dict.fromkeys(columns))
+        if self.timestamp and (start is not None or end is not None) and self.timestamp not in names:
+            raise ValueError("the timestamp column must be among the requested columns to filter on it")
+        fmt = ds.ParquetFileFormat()
+        for entry in self.files(start, end):
+            self._check_deadline(deadline, entry.path)
+            try:
+                fragment = fmt.make_fragment(entry.path, filesystem=self.filesystem)
+                schema = fragment.physical_schema
+            except (pa.ArrowInvalid, OSError) as exc:
+                self.errors.append(SourceError(f"unreadable Parquet file: {_short(exc)}", path=entry.path,
+                                               reason="corrupt"))
+                continue
+            problem = _schema_problem(schema, columns, entry.path)
+            if problem is not None:
+                self.errors.append(problem)
+                continue
+            expr = self._filter(schema, start, end)
+            try:
+                for batch in fragment.to_batches(columns=names, filter=expr, batch_size=batch_size):
+                    if batch.num_rows:
+                        yield batch
+                    self._check_deadline(deadline, entry.path)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
+                if isinstance(exc, SourceTimeout):
+                    raise
+                self.errors.append(SourceError(f"failed while reading: {_short(exc)}", path=entry.path,
+                                               reason="corrupt"))
+
+    def read_table(self, *, columns: Mapping[str, ColumnKind], start: datetime | None = None,
+                   end: datetime | None = None, deadline: float | None = None) -> pa.Table:
+        """All matching rows as one table (for bounded data: references and label lookups)."""
+        batches = list(self.batches(columns=columns, start=start, end=end, deadline=deadline))
+        schema = batches[0].schema if batches else pa.schema([(c, pa.null()) for c in columns])
+        return pa.Table.from_batches(batches, schema=schema) if batches else schema.empty_table()
+
+    def _filter(self, schema: pa.Schema, start: datetime | None, end: datetime | None) -> ds.Expression | None:
+        if not self.timestamp or (start is None and end is None):
+            return None
+        typ = schema.field(self.timestamp).type
+        expr = None
+        for bound, op in ((start, "ge"), (end, "lt")):
+            if bound is None:
+                continue
+            value = bound if getattr(typ, "tz", None) else bound.astimezone(UTC).replace(tzinfo=None)
+            scalar = pa.scalar(value, type=pa.timestamp("us", tz=getattr(typ, "tz", None))).cast(typ)
+            term = (ds.field(self.timestamp) >= scalar) if op == "ge" else (ds.field(self.timestamp) < scalar)
+            expr = term if expr is None else expr & term
+        return expr
+
+    def _check_deadline(self, deadline: float | None, path: str) -> None:
+        if deadline is not None and self.clock() > deadline:
+            raise SourceTimeout("the source did not finish within its timeout", path=path)
+
+
+def _short(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+
+
+def _schema_problem(schema: pa.Schema, columns: Mapping[str, ColumnKind], path: str) -> SourceError | None:
+    for name, kind in columns.items():
+        idx = schema.get_field_index(name)
+        if idx < 0:
+            return SourceError("missing column", path=path, column=name, reason="missing_column")
+        typ = schema.field(idx).type
+        if pa.types.is_dictionary(typ):
+            typ = typ.value_type
+        ok = {
+            "timestamp": pa.types.is_timestamp(typ),
+            "numeric": pa.types.is_integer(typ) or pa.types.is_floating(typ) or pa.types.is_boolean(typ)
+            or pa.types.is_decimal(typ),
+            "categorical": pa.types.is_string(typ) or pa.types.is_large_string(typ) or pa.types.is_integer(typ)
+            or pa.types.is_boolean(typ),
+            "any": True,
+        }[kind]
+        if not ok:
+            return SourceError(f"column has type {typ}, expected {kind}", path=path, column=name,
+                               reason="retyped_column")
+    return None
+
+
+def label_lookup(table: pa.Table, *, id_column: str, label_column: str,
+                 timestamp: str | None = None) -> tuple[pa.Array, pa.Array]:
+    """Unique ids and their labels; when an id has several labels the latest arrival wins."""
+    if table.num_rows == 0:
+        return pa.array([], type=table.schema.field(id_column).type), pa.array([], type=pa.float64())
+    if timestamp:
+        table = table.sort_by([(timestamp, "descending")])
+    ids = table.column(id_column).combine_chunks()
+    labels = table.column(label_column).combine_chunks()
+    # index_in on the unique ids, then keep the first (latest) occurrence of each id
+    uniq = pc.unique(ids)
+    first = pc.index_in(uniq, value_set=ids)
+    return uniq, pc.take(labels, first)
+
+
+def join_labels(ids: pa.Array, lookup: tuple[pa.Array, pa.Array]) -> pa.Array:
+    """The label of each prediction id (null where no label has arrived)."""
+    uniq, labels = lookup
+    if len(uniq) == 0:
+        return pa.nulls(len(ids), type=labels.type if len(labels) else pa.float64())
+    idx = pc.index_in(ids, value_set=uniq)
+    return pc.take(labels, idx)

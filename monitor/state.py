@@ -1,0 +1,156 @@
+"""The durable state store: SQLite in WAL mode inside the state dir.
+
+Holds each model's run history and watermark (the end of the last window
+evaluated), the latest findings (so a restarted daemon exports them at
+once), and opaque detector state for streaming detectors.  One connection,
+guarded by a lock, serves the scheduler's threads.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from detectors.base import Finding
+
+__all__ = ["StateStore", "RunRecord"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    model TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    window_start TEXT NOT NULL,
+    window_end TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    duration_seconds REAL NOT NULL,
+    rows INTEGER NOT NULL,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS runs_model ON runs(model, id);
+CREATE TABLE IF NOT EXISTS latest_findings (
+    model TEXT PRIMARY KEY,
+    window_start TEXT NOT NULL,
+    window_end TEXT NOT NULL,
+    findings TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS watermarks (
+    model TEXT PRIMARY KEY,
+    window_end TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS detector_state (
+    model TEXT NOT NULL,
+    detector TEXT NOT NULL,
+    state BLOB NOT NULL,
+    PRIMARY KEY (model, detector)
+);
+"""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunRecord:
+    model: str
+    started_at: datetime
+    window_start: datetime
+    window_end: datetime
+    outcome: str
+    duration_seconds: float
+    rows: int
+    error: str | None = None
+
+
+class StateStore:
+    """SQLite-backed state; ``path`` is the database file (its folder is created)."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    @classmethod
+    def in_dir(cls, state_dir: Path | str) -> StateStore:
+        return cls(Path(state_dir) / "state.db")
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- runs and findings ----------------------------------------------------
+    def record_run(self, run: RunRecord, findings: Sequence[Finding] | None = None, *, keep_runs: int = 10_000) -> None:
+        """Store a run; when ``findings`` are given they become the model's latest and advance its watermark."""
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO runs (model, started_at, window_start, window_end, outcome, duration_seconds, rows, error)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (run.model, run.started_at.isoformat(), run.window_start.isoformat(), run.window_end.isoformat(),
+                 run.outcome, run.duration_seconds, run.rows, run.error))
+            db.execute("DELETE FROM runs WHERE model = ? AND id <= (SELECT MAX(id) FROM runs WHERE model = ?) - ?",
+                       (run.model, run.model, keep_runs))
+            if findings is not None:
+                db.execute(
+                    "INSERT INTO latest_findings (model, window_start, window_end, findings) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT(model) DO UPDATE SET window_start=excluded.window_start,"
+                    " window_end=excluded.window_end, findings=excluded.findings",
+                    (run.model, run.window_start.isoformat(), run.window_end.isoformat(),
+                     json.dumps([f.to_dict() for f in findings])))
+                db.execute("INSERT INTO watermarks (model, window_end) VALUES (?, ?)"
+                           " ON CONFLICT(model) DO UPDATE SET window_end=excluded.window_end"
+                           " WHERE excluded.window_end > watermarks.window_end",
+                           (run.model, run.window_end.isoformat()))
+
+    def runs(self, model: str, *, limit: int = 100) -> list[RunRecord]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT model, started_at, window_start, window_end, outcome, duration_seconds, rows, error"
+                " FROM runs WHERE model = ? ORDER BY id DESC LIMIT ?", (model, limit)).fetchall()
+        return [RunRecord(model=r[0], started_at=datetime.fromisoformat(r[1]),
+                          window_start=datetime.fromisoformat(r[2]), window_end=datetime.fromisoformat(r[3]),
+                          outcome=r[4], duration_seconds=r[5], rows=r[6], error=r[7]) for r in rows]
+
+    def latest_findings(self) -> dict[str, list[Finding]]:
+        with self._lock:
+            rows = self._db.execute("SELECT model, findings FROM latest_findings").fetchall()
+        return {model: [Finding(**d) for d in json.loads(text)] for model, text in rows}
+
+    def watermark(self, model: str) -> datetime | None:
+        with self._lock:
+            row = self._db.execute("SELECT window_end FROM watermarks WHERE model = ?", (model,)).fetchone()
+        return datetime.fromisoformat(row[0]) if row else None
+
+    # -- detector state ---------------------------------------------------------
+    def save_detector_state(self, model: str, detector: str, state: bytes) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT INTO detector_state (model, detector, state) VALUES (?, ?, ?)"
+                       " ON CONFLICT(model, detector) DO UPDATE SET state=excluded.state", (model, detector, state))
+
+    def load_detector_state(self, model: str, detector: str) -> bytes | None:
+        with self._lock:
+            row = self._db.execute("SELECT state FROM detector_state WHERE model = ? AND detector = ?",
+                                   (model, detector)).fetchone()
+        return bytes(row[0]) if row else None
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            return {"runs": self._db.execute("SELECT COUNT(*) FROM runs").fetchone()[0]}
