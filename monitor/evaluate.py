@@ -29,7 +29,7 @@ from detectors.registry import Registry
 from .config import Config, ModelConfig
 from .durations import floor_time
 from .profiles import Columns, WindowProfiler, reference_profile
-from .sources.parquet import ColumnKind, ParquetSink
+from .sources.parquet import ColumnKind, ParquetSink, prefetch
 
 __all__ = ["Evaluator", "Evaluation", "PROFILE_VERSION"]
 
@@ -167,7 +167,8 @@ class Evaluator:
         start, end = at - self.model.window, at
         ref, cached = self.reference(at, deadline=deadline)
         profiler = WindowProfiler(reference=ref.profile, columns=self.columns, detectors=self.detectors)
-        for batch in self.predictions.batches(columns=self.window_columns(), start=start, end=end, deadline=deadline):
+        batches = self.predictions.batches(columns=self.window_columns(), start=start, end=end, deadline=deadline)
+        for batch in prefetch(batches):
             profiler.add(batch)
         errors = list(self.predictions.errors)
         for err in errors:

@@ -10,6 +10,9 @@ Each file is checked against the expected columns before it is read; a
 file that is corrupt, lacks a column or has it under an unusable type is
 *skipped* and reported as a :class:`~detectors.errors.SourceError` naming
 the file and column — the rest of the window is still read.
+
+Rows are taken to honour their partition keys: a partition whose span lies
+wholly inside the window is read without a row filter.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import pyarrow.fs as pafs
 
 from detectors.errors import SourceError, SourceTimeout
 
-__all__ = ["ColumnKind", "ParquetSink", "label_lookup", "make_filesystem", "partition_range"]
+__all__ = ["ColumnKind", "ParquetSink", "join_labels", "label_lookup", "make_filesystem", "partition_range", "prefetch"]
 
 ColumnKind = Literal["timestamp", "numeric", "categorical", "any"]
 
@@ -180,7 +183,11 @@ class ParquetSink:
             if problem is not None:
                 self.errors.append(problem)
                 continue
-            expr = self._filter(schema, start, end)
+            # a partition whose span lies wholly inside the window needs no row filter: its rows are
+            # taken to honour their partition keys (the filter costs 20-50 % of the decode)
+            inside = entry.span is not None and start is not None and end is not None \
+                and start <= entry.span[0] and entry.span[1] <= end
+            expr = None if inside else self._filter(schema, start, end)
             try:
                 for batch in fragment.to_batches(columns=names, filter=expr, batch_size=batch_size):
                     if batch.num_rows:
@@ -266,3 +273,45 @@ def join_labels(ids: pa.Array, lookup: tuple[pa.Array, pa.Array]) -> pa.Array:
         return pa.nulls(len(ids), type=labels.type if len(labels) else pa.float64())
     idx = pc.index_in(ids, value_set=uniq)
     return pc.take(labels, idx)
+
+
+def prefetch(batches: Iterator[pa.RecordBatch], *, depth: int = 4) -> Iterator[pa.RecordBatch]:
+    """Read ahead on a helper thread so decoding overlaps with profiling (both release the GIL).
+
+    Exceptions raised by the reader are re-raised in the consumer; closing the
+    consumer early stops the reader.
+    """
+    import queue
+    import threading
+
+    q: queue.Queue[tuple[str, object]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for b in batches:
+                while not stop.is_set():
+                    try:
+                        q.put(("batch", b), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(("end", None))
+        except BaseException as exc:  # handed to the consumer
+            q.put(("error", exc))
+
+    t = threading.Thread(target=produce, name="atalaia-read", daemon=True)
+    t.start()
+    try:
+        while True:
+            kind, item = q.get()
+            if kind == "batch":
+                yield item  # type: ignore[misc]
+            elif kind == "error":
+                raise item  # type: ignore[misc]
+            else:
+                return
+    finally:
+        stop.set()

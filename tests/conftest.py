@@ -1,0 +1,83 @@
+"""Shared fixtures: real Parquet sinks written with pyarrow, and configs pointing at them."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+T0 = datetime(2026, 11, 20, 0, 0, tzinfo=UTC)
+
+
+def write_hourly_sink(root: Path, *, start: datetime, hours: int, rows_per_hour: int, seed: int = 0,
+                      shift: Callable[[datetime], float] | None = None, id_prefix: str = "p") -> None:
+    """Predictions in ``root/date=…/hour=…/part-0.parquet``: ts, id, x0..x2 (numeric), c (categorical),
+    score, pred; ``shift(hour_start)`` moves x0's mean."""
+    rng = np.random.default_rng(seed)
+    for h in range(hours):
+        t = start + timedelta(hours=h)
+        n = rows_per_hour
+        offs = np.sort(rng.uniform(0, 3600, n))
+        ts = (np.datetime64(t.replace(tzinfo=None), "us") + (offs * 1e6).astype("timedelta64[us]"))
+        d = shift(t) if shift else 0.0
+        table = pa.table({
+            "id": pa.array([f"{id_prefix}{h}-{i}" for i in range(n)]),
+            "ts": pa.array(ts, type=pa.timestamp("us", tz="UTC")),
+            "x0": rng.normal(d, 1.0, n),
+            "x1": rng.normal(0.0, 1.0, n),
+            "x2": rng.exponential(1.0, n),
+            "c": rng.choice(["a", "b", "c"], n, p=[0.5, 0.3, 0.2]),
+            "score": rng.uniform(0, 1, n),
+            "pred": rng.integers(0, 2, n),
+        })
+        part = root / f"date={t:%Y-%m-%d}" / f"hour={t:%H}"
+        part.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, part / "part-0.parquet")
+
+
+def model_config(*, pred_path: str, reference: dict[str, Any], name: str = "m1", every: str = "5s",
+                 window: str = "1h", detectors: list[dict[str, Any]] | None = None, **extra: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "schedule": {"every": every},
+        "window": window,
+        "predictions": {"path": pred_path, "id": "id", "timestamp": "ts", "prediction": "pred", "score": "score"},
+        "features": {"numeric": ["x0", "x1", "x2"], "categorical": ["c"]},
+        "reference": reference,
+        "detectors": detectors or [{"type": "psi"}, {"type": "ks"}],
+    } | extra
+
+
+@pytest.fixture
+def sink(tmp_path: Path) -> Path:
+    """48 hours of predictions from T0, x0 shifted by +1 sd in the last 8 hours."""
+    root = tmp_path / "preds"
+    write_hourly_sink(root, start=T0, hours=48, rows_per_hour=1000,
+                      shift=lambda t: 1.0 if t >= T0 + timedelta(hours=40) else 0.0)
+    return root
+
+
+@pytest.fixture
+def config_file(tmp_path: Path, sink: Path) -> Path:
+    cfg = {
+        "state_dir": str(tmp_path / "state"),
+        "models": [model_config(pred_path=str(sink), reference={
+            "start": T0.isoformat(), "end": (T0 + timedelta(hours=24)).isoformat()})],
+    }
+    path = tmp_path / "atalaia.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
