@@ -67,6 +67,9 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> 
     except ConfigError as exc:
         print(f"atalaia: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except BrokenPipeError:  # e.g. `atalaia check ... | head`
+        sys.stderr.close()
+        return EXIT_OK
     raise AssertionError(args.command)  # pragma: no cover
 
 

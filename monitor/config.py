@@ -41,7 +41,7 @@ from pydantic import (
 from detectors.errors import ConfigError
 from detectors.registry import Registry
 
-from .durations import parse_duration, parse_time
+from .durations import format_duration, parse_duration, parse_time
 
 __all__ = ["Config", "ModelConfig", "load_config", "parse_config", "Duration"]
 
@@ -91,17 +91,22 @@ class ScheduleConfig(_Strict):
     every: Duration | None = None
     cron: str | None = None
 
-    @model_validator(mode="after")
-    def _one(self) -> ScheduleConfig:
-        if (self.every is None) == (self.cron is None):
-            raise ValueError("must give exactly one of 'every' or 'cron'")
-        if self.cron is not None:
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, v: str | None) -> str | None:
+        if v is not None:
             from apscheduler.triggers.cron import CronTrigger
 
             try:
-                CronTrigger.from_crontab(self.cron, timezone="UTC")
+                CronTrigger.from_crontab(v, timezone="UTC")
             except ValueError as exc:
-                raise ValueError(f"cron must be a five-field crontab expression, got {self.cron!r} ({exc})") from None
+                raise ValueError(f"must be a five-field crontab expression, got {v!r} ({exc})") from None
+        return v
+
+    @model_validator(mode="after")
+    def _one(self) -> ScheduleConfig:
+        if (self.every is None) == (self.cron is None):
+            raise ValueError(f"must give exactly one of 'every' or 'cron', got {'both' if self.every else 'neither'}")
         return self
 
     @property
@@ -163,9 +168,9 @@ class ReferenceConfig(_Strict):
         given = [k for k in ("path", "rolling") if getattr(self, k) is not None]
         if self.start is not None or self.end is not None:
             if self.start is None or self.end is None:
-                raise ValueError("must give both 'start' and 'end' for a time-range reference")
+                raise ValueError(f"must give both 'start' and 'end' for a time-range reference, got only {'start' if self.start else 'end'!r}")
             if self.end <= self.start:
-                raise ValueError(f"end must be after start, got start={self.start.isoformat()} end={self.end.isoformat()}")
+                raise ValueError(f"must have end after start, got start={self.start.isoformat()} end={self.end.isoformat()}")
             given.append("start/end")
         if len(given) != 1:
             raise ValueError(f"must give exactly one of 'path', 'start'+'end' or 'rolling', got {given or 'none'}")
@@ -250,11 +255,12 @@ class Config(_Strict):
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
-def _interpolate(node: Any, path: str, env: Mapping[str, str], problems: list[tuple[str, str]]) -> Any:
+def _interpolate(node: Any, path: str, env: Mapping[str, str], problems: list[tuple[str, str]],
+                 interpolated: set[str]) -> Any:
     if isinstance(node, dict):
-        return {k: _interpolate(v, _join(path, k), env, problems) for k, v in node.items()}
+        return {k: _interpolate(v, _join(path, k), env, problems, interpolated) for k, v in node.items()}
     if isinstance(node, list):
-        return [_interpolate(v, f"{path}[{i}]", env, problems) for i, v in enumerate(node)]
+        return [_interpolate(v, f"{path}[{i}]", env, problems, interpolated) for i, v in enumerate(node)]
     if isinstance(node, str):
         def sub(m: re.Match[str]) -> str:
             name = m.group(1)
@@ -263,6 +269,8 @@ def _interpolate(node: Any, path: str, env: Mapping[str, str], problems: list[tu
                 return ""
             return env[name]
 
+        if _ENV.search(node):
+            interpolated.add(path)
         return _ENV.sub(sub, node)
     return node
 
@@ -308,7 +316,10 @@ def parse_config(data: Any, *, source: str | None = None, env: Mapping[str, str]
     problems: list[tuple[str, str]] = []
     if not isinstance(data, dict):
         raise ConfigError([("", f"must be a mapping at the top level, got {type(data).__name__}")], source=source)
-    data = _interpolate(data, "", os.environ if env is None else env, problems)
+    env = os.environ if env is None else env
+    interpolated: set[str] = set()
+    data = _interpolate(data, "", env, problems, interpolated)
+
     if base_dir is not None:
         data = data | {"base_dir": base_dir}
     cfg: Config | None = None
@@ -317,10 +328,13 @@ def parse_config(data: Any, *, source: str | None = None, env: Mapping[str, str]
     except ValidationError as exc:
         for err in exc.errors():
             loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-            problems.append((_loc(loc), _message(err)))
+            msg = _message(err)
+            where = _loc(loc)
+            if any(p == where or p.startswith((where + ".", where + "[")) for p in interpolated):
+                msg = msg.replace(repr(err["input"]), "<redacted>")
+            problems.append((_loc(loc), msg))
     problems += _detector_problems(data, registry or Registry())
-    if cfg is not None:
-        problems += _semantic_problems(cfg)
+    problems += _semantic_problems(data, cfg)
     if problems:
         seen: set[tuple[str, str]] = set()
         unique = [p for p in problems if not (p in seen or seen.add(p))]
@@ -365,12 +379,31 @@ def _detector_problems(data: Any, registry: Registry) -> list[tuple[str, str]]:
     return out
 
 
-def _semantic_problems(cfg: Config) -> list[tuple[str, str]]:
+def _semantic_problems(data: dict[str, Any], cfg: Config | None) -> list[tuple[str, str]]:
+    """Cross-references (unique names, known routes and columns); on the models that validate,
+    even when the configuration as a whole does not."""
     out: list[tuple[str, str]] = []
-    names = [m.name for m in cfg.models]
-    for i, m in enumerate(cfg.models):
-        if names.count(m.name) > 1:
-            out.append((f"models[{i}].name", f"must be unique, got {m.name!r} more than once"))
+    raw_models = data.get("models") if isinstance(data.get("models"), list) else []
+    if cfg is not None:
+        models: list[ModelConfig | None] = list(cfg.models)
+        route_names = set(cfg.alerting.routes)
+    else:
+        models = []
+        for m in raw_models:
+            try:
+                models.append(ModelConfig.model_validate(m))
+            except ValidationError:
+                models.append(None)
+        alerting = data.get("alerting")
+        routes = alerting.get("routes") if isinstance(alerting, dict) else None
+        route_names = set(routes) if isinstance(routes, dict) else set()
+    names = [m.get("name") if isinstance(m, dict) else None for m in raw_models]
+    for i, n in enumerate(names):
+        if n is not None and names.count(n) > 1:
+            out.append((f"models[{i}].name", f"must be unique, got {n!r} more than once"))
+    for i, m in enumerate(models):
+        if m is None:
+            continue
         p = m.predictions
         columns = set(m.features.numeric) | set(m.features.categorical)
         known = columns | {p.score, p.prediction} - {None}
@@ -385,9 +418,10 @@ def _semantic_problems(cfg: Config) -> list[tuple[str, str]]:
             if f in (p.id, p.timestamp):
                 out.append((f"models[{i}].sensitive[{j}]", f"must not be the id or timestamp column, got {f!r}"))
         for j, r in enumerate(m.alerts.routes):
-            if r not in cfg.alerting.routes:
-                known_routes = ", ".join(cfg.alerting.routes) or "none defined"
+            if r not in route_names:
+                known_routes = ", ".join(route_names) or "none defined"
                 out.append((f"models[{i}].alerts.routes[{j}]", f"must name a route under alerting.routes ({known_routes}), got {r!r}"))
         if m.reference.rolling is not None and m.reference.rolling < m.window:
-            out.append((f"models[{i}].reference.rolling", f"must be at least the window ({m.window}), got {m.reference.rolling}"))
+            out.append((f"models[{i}].reference.rolling", f"must be at least the window "
+                        f"({format_duration(m.window)}), got {format_duration(m.reference.rolling)}"))
     return out

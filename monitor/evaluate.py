@@ -156,7 +156,7 @@ class Evaluator:
             "range": [start.isoformat() if start else None, end.isoformat() if end else None],
             "files": [(f.path, f.size, f.mtime_ns) for f in files],
             "columns": sorted(self.window_columns().items()),
-            "detectors": [d.key for d in self.detectors if d.uses_batches],
+            "detectors": [d.key for d in self.detectors],
         }
         return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +106,8 @@ class StateStore:
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (run.model, run.started_at.isoformat(), run.window_start.isoformat(), run.window_end.isoformat(),
                  run.outcome, run.duration_seconds, run.rows, run.error))
-            db.execute("DELETE FROM runs WHERE model = ? AND id <= (SELECT MAX(id) FROM runs WHERE model = ?) - ?",
+            db.execute("DELETE FROM runs WHERE model = ? AND id NOT IN"
+                       " (SELECT id FROM runs WHERE model = ? ORDER BY id DESC LIMIT ?)",
                        (run.model, run.model, keep_runs))
             if findings is not None:
                 db.execute(
@@ -118,7 +119,7 @@ class StateStore:
                 db.execute("INSERT INTO watermarks (model, window_end) VALUES (?, ?)"
                            " ON CONFLICT(model) DO UPDATE SET window_end=excluded.window_end"
                            " WHERE excluded.window_end > watermarks.window_end",
-                           (run.model, run.window_end.isoformat()))
+                           (run.model, run.window_end.astimezone(UTC).isoformat()))
 
     def runs(self, model: str, *, limit: int = 100) -> list[RunRecord]:
         with self._lock:

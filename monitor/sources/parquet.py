@@ -214,8 +214,10 @@ class ParquetSink:
         for bound, op in ((start, "ge"), (end, "lt")):
             if bound is None:
                 continue
-            value = bound if getattr(typ, "tz", None) else bound.astimezone(UTC).replace(tzinfo=None)
-            scalar = pa.scalar(value, type=pa.timestamp("us", tz=getattr(typ, "tz", None))).cast(typ)
+            us = (bound.astimezone(UTC) - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+            per = {"s": 1_000_000, "ms": 1000}.get(typ.unit)
+            n = -(-us // per) if per else (us * 1000 if typ.unit == "ns" else us)
+            scalar = pa.scalar(n, type=typ)
             term = (ds.field(self.timestamp) >= scalar) if op == "ge" else (ds.field(self.timestamp) < scalar)
             expr = term if expr is None else expr & term
         return expr
