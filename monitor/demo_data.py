@@ -67,6 +67,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -204,10 +205,11 @@ def _categorical(u: np.ndarray, probs: tuple[float, ...]) -> np.ndarray:
     return np.minimum(np.searchsorted(cum / cum[-1], u, side="right"), len(probs) - 1)
 
 
-def _draw(rng: Mapping[str, np.random.Generator], n: int, regime: _Regime) -> dict[str, np.ndarray]:
+def _draw(rng: Mapping[str, np.random.Generator], n: int, regime: _Regime) -> dict[str, Any]:
     """``n`` rows of features, codes and model/truth quantities (no timestamps) under ``regime``."""
     s = _DRIFT_SD if regime.drift else 0.0
-    r = {k: rng[k] for k in _STREAMS}
+    r = rng
+    # every column below draws from its own stream: a planted change moves no other column's draws
     x: dict[str, np.ndarray] = {}
     # planted: transforms of a standard-normal latent (same draws with or without the shift)
     x["income"] = np.round(np.exp(10.9 + 0.5 * (r["income"].standard_normal(n) + s)), 2)
@@ -297,9 +299,9 @@ def _ids(prefix: str, n: int) -> pa.Array:
     return pc.binary_join_element_wise(pa.scalar(f"{prefix}-"), digits, "")
 
 
-def _prediction_table(draw: Mapping[str, object], ids: pa.Array, ts_us: np.ndarray) -> pa.Table:
-    feats: Mapping[str, np.ndarray] = draw["features"]  # type: ignore[assignment]
-    codes: Mapping[str, np.ndarray] = draw["codes"]  # type: ignore[assignment]
+def _prediction_table(draw: Mapping[str, Any], ids: pa.Array, ts_us: np.ndarray) -> pa.Table:
+    feats: Mapping[str, np.ndarray] = draw["features"]
+    codes: Mapping[str, np.ndarray] = draw["codes"]
     cols: dict[str, pa.Array] = {"prediction_id": ids, "ts": pa.array(ts_us, type=pa.int64()).cast(_TS)}
     cols |= {name: pa.array(feats[name], type=pa.float64()) for name in NUMERIC_FEATURES}
     cols |= {c: pc.take(pa.array(_LEVELS[c], type=pa.string()), pa.array(codes[c]))
