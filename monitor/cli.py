@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -165,16 +166,10 @@ def _demo(args: argparse.Namespace, out: TextIO) -> int:
     manifest = write_demo(directory=directory, now=now)
     config_path = demo_config_path()
     cfg = load_config(config_path, base_dir=directory)
-    if args.listen:
-        listen = args.listen
-    else:
-        listen = cfg.server.listen
-    print(f"demo sink written to {directory} ({manifest.rows} predictions)", file=out)
-    print(f"  feature drift from {manifest.drift_start.isoformat()} in "
-          f"{', '.join([*manifest.drifted_numeric, *manifest.drifted_categorical])}", file=out)
-    print(f"  bias against {manifest.bias_attribute}={manifest.bias_group} from {manifest.bias_start.isoformat()}",
-          file=out)
-    print(f"  accuracy decay from {manifest.decay_start.isoformat()}", file=out)
+    # the sink was written anew around `now`: findings and references of an earlier demo are stale
+    shutil.rmtree(cfg.state_path, ignore_errors=True)
+    listen = args.listen or cfg.server.listen
+    print(manifest.describe(), file=out)
     print(f"configuration: {config_path} (paths relative to {directory})", file=out)
     if args.no_run:
         return EXIT_OK

@@ -10,7 +10,8 @@ Metric families (prefix ``atalaia_``, base units, no timestamps):
 ``atalaia_finding_rows``                    gauge      rows on each side (``side`` = reference|current)
 ``atalaia_window_end_timestamp_seconds``    gauge      end of the window the findings describe
 ``atalaia_last_run_timestamp_seconds``      gauge      last run (any outcome)
-``atalaia_last_success_timestamp_seconds``  gauge      last run that produced findings
+``atalaia_last_success_timestamp_seconds``  gauge      last run that produced findings (kept across restarts)
+``atalaia_schedule_interval_seconds``       gauge      configured interval between runs
 ``atalaia_run_duration_seconds``            histogram  evaluation time
 ``atalaia_runs_total``                      counter    runs by ``outcome``
 ``atalaia_rows_processed_total``            counter    window rows read
@@ -78,6 +79,9 @@ class Telemetry:
                                      registry=registry)
         self.alerts_sent = Counter("atalaia_alerts_sent_total", "Alert notifications by route and outcome.",
                                    ["route", "outcome"], registry=registry)
+        self.interval = Gauge("atalaia_schedule_interval_seconds",
+                              "Configured interval between evaluations of a model (nominal, for cron).", ["model"],
+                              registry=registry)
         self.label_cap = Counter("atalaia_label_cap_exceeded_total",
                                  "Findings left out of the exposition by the group label cap.", ["model"],
                                  registry=registry)

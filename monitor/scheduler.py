@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -64,6 +64,8 @@ class Daemon:
         self.metrics_registry = registry or CollectorRegistry()
         self.telemetry = Telemetry(self.metrics_registry)
         self.telemetry.prime((m.name for m in config.models), OUTCOMES)
+        for m in config.models:
+            self.telemetry.interval.labels(m.name).set(m.schedule.nominal_interval.total_seconds())
         self.latest = LatestFindings()
         self.metrics_registry.register(FindingsCollector(
             self.latest, max_groups=config.server.max_groups,
@@ -79,6 +81,12 @@ class Daemon:
         self.server: MetricsServer | None = None
 
     def _restore(self) -> None:
+        """Findings and last-success times from the state store, so a restart exports them at once."""
+        for name in self.evaluators:
+            run = self.state.last_success(name)
+            if run is not None:
+                self.telemetry.last_success.labels(name).set(
+                    (run.started_at + timedelta(seconds=run.duration_seconds)).timestamp())
         for model, findings in self.state.latest_findings().items():
             if model in self.evaluators and findings:
                 end = datetime.fromisoformat(findings[0].window_end.replace("Z", "+00:00"))

@@ -53,6 +53,8 @@ CREATE TABLE IF NOT EXISTS detector_state (
 );
 """
 
+_RUN_COLUMNS = "model, started_at, window_start, window_end, outcome, duration_seconds, rows, error"
+
 
 @dataclass(frozen=True, kw_only=True)
 class RunRecord:
@@ -124,11 +126,16 @@ class StateStore:
     def runs(self, model: str, *, limit: int = 100) -> list[RunRecord]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT model, started_at, window_start, window_end, outcome, duration_seconds, rows, error"
-                " FROM runs WHERE model = ? ORDER BY id DESC LIMIT ?", (model, limit)).fetchall()
-        return [RunRecord(model=r[0], started_at=datetime.fromisoformat(r[1]),
-                          window_start=datetime.fromisoformat(r[2]), window_end=datetime.fromisoformat(r[3]),
-                          outcome=r[4], duration_seconds=r[5], rows=r[6], error=r[7]) for r in rows]
+                f"SELECT {_RUN_COLUMNS} FROM runs WHERE model = ? ORDER BY id DESC LIMIT ?", (model, limit)).fetchall()
+        return [_record(r) for r in rows]
+
+    def last_success(self, model: str) -> RunRecord | None:
+        """The model's latest run that produced findings (outcome success or partial)."""
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT {_RUN_COLUMNS} FROM runs WHERE model = ? AND outcome IN ('success', 'partial')"
+                " ORDER BY id DESC LIMIT 1", (model,)).fetchone()
+        return _record(row) if row else None
 
     def latest_findings(self) -> dict[str, list[Finding]]:
         with self._lock:
@@ -155,3 +162,9 @@ class StateStore:
     def stats(self) -> dict[str, Any]:
         with self._lock:
             return {"runs": self._db.execute("SELECT COUNT(*) FROM runs").fetchone()[0]}
+
+
+def _record(r: Sequence[Any]) -> RunRecord:
+    return RunRecord(model=r[0], started_at=datetime.fromisoformat(r[1]), window_start=datetime.fromisoformat(r[2]),
+                     window_end=datetime.fromisoformat(r[3]), outcome=r[4], duration_seconds=r[5], rows=r[6],
+                     error=r[7])
