@@ -363,9 +363,11 @@ def test_sidecar_container(manifests: list[dict[str, Any]]) -> None:
     assert c.get("command") is None, "the image's ENTRYPOINT is atalaia"
     assert c["args"] == ["run", "--config", "/etc/atalaia/atalaia.yaml", "--listen", "0.0.0.0:9108"]
     assert {"name": "metrics", "containerPort": 9108, "protocol": "TCP"} in c["ports"]
-    for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+    for probe, path in (("startupProbe", "/healthz"), ("livenessProbe", "/healthz")):
         get = c[probe]["httpGet"]
         assert get["path"] == path and get["port"] in ("metrics", 9108), probe
+    # a monitor must not gate the model server's readiness (pod readiness ANDs its containers')
+    assert "readinessProbe" not in c
     res = c["resources"]
     assert {"cpu", "memory"} <= set(res["requests"]) and "memory" in res["limits"]
     sc = c["securityContext"]
