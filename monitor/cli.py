@@ -87,7 +87,7 @@ def _check(args: argparse.Namespace, out: TextIO) -> int:
     cfg = load_config(args.config)
     setup_logging(fmt=cfg.log.format, level="warning")
     try:
-        at = parse_time(args.at) if args.at else datetime.now(UTC)
+        at = parse_time(args.at) if args.at is not None else datetime.now(UTC)
     except ValueError as exc:
         print(f"atalaia: --at {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import pickle
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -86,7 +87,12 @@ class Evaluator:
                             "anonymous": storage.anonymous,
                             "connect_timeout": storage.connect_timeout.total_seconds(),
                             "request_timeout": storage.request_timeout.total_seconds()}
-        self.predictions = ParquetSink.open(config.resolve(p.path), timestamp=p.timestamp, **self._fs_options)
+        self._reference_lock = threading.Lock()
+
+    def predictions(self) -> ParquetSink:
+        """A fresh handle on the prediction sink (one per run: an abandoned run keeps its own)."""
+        p = self.model.predictions
+        return ParquetSink.open(self.config.resolve(p.path), timestamp=p.timestamp, **self._fs_options)
 
     # -- columns --------------------------------------------------------------
     def window_columns(self) -> dict[str, ColumnKind]:
@@ -114,10 +120,18 @@ class Evaluator:
             sink = ParquetSink.open(self.config.resolve(ref.path), timestamp=None, **self._fs_options)
             return sink, None, None
         start, end = self.reference_range(at)  # type: ignore[misc]
-        return self.predictions, start, end
+        return self.predictions(), start, end
 
-    def reference(self, at: datetime, *, deadline: float | None = None) -> tuple[_Reference, bool]:
-        """The reference profile and detector summaries; ``True`` when it came from a cache."""
+    def reference(self, at: datetime) -> tuple[_Reference, bool]:
+        """The reference profile and detector summaries; ``True`` when it came from a cache.
+
+        A build has no deadline: when it outlasts the run's timeout the run is abandoned, but the
+        build goes on and is cached for the next run.  One build at a time per model.
+        """
+        with self._reference_lock:
+            return self._reference_locked(at)
+
+    def _reference_locked(self, at: datetime) -> tuple[_Reference, bool]:
         sink, start, end = self._reference_sink(at)
         files = sink.files(start, end)
         key = self._reference_key(files, start, end)
@@ -135,7 +149,7 @@ class Evaluator:
         columns = {n: k for n, k in self.window_columns().items() if not (k == "timestamp" and start is None)}
         if start is not None:
             columns[self.columns.timestamp] = "timestamp"  # type: ignore[index]
-        table = sink.read_table(columns=columns, start=start, end=end, deadline=deadline)
+        table = sink.read_table(columns=columns, start=start, end=end)
         for err in sink.errors:
             log.error("reference for model %s: %s", self.model.name, err)
         profile = reference_profile(table, columns=self.columns, detectors=self.detectors)
@@ -165,12 +179,13 @@ class Evaluator:
         """Evaluate the window ``[at - window, at)``."""
         t0 = self.monotonic()
         start, end = at - self.model.window, at
-        ref, cached = self.reference(at, deadline=deadline)
+        ref, cached = self.reference(at)
         profiler = WindowProfiler(reference=ref.profile, columns=self.columns, detectors=self.detectors)
-        batches = self.predictions.batches(columns=self.window_columns(), start=start, end=end, deadline=deadline)
+        sink = self.predictions()
+        batches = sink.batches(columns=self.window_columns(), start=start, end=end, deadline=deadline)
         for batch in prefetch(batches):
             profiler.add(batch)
-        errors = list(self.predictions.errors)
+        errors = list(sink.errors)
         for err in errors:
             log.error("model %s: skipped %s", self.model.name, err)
         ctx = Context(model=self.model.name, window_start=start, window_end=end)

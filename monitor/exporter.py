@@ -44,19 +44,40 @@ _LABELS = ("model", "detector", "kind", "target", "statistic", "group")
 
 
 class LatestFindings:
-    """The latest findings per model, shared between the scheduler and the collector."""
+    """The latest findings per model, shared between the scheduler and the collector.
 
-    def __init__(self) -> None:
+    The ``group`` label cap is applied when findings are stored: past ``max_groups`` distinct
+    groups a model's extra per-group findings are left out of the exposition, logged as an
+    error and counted once per evaluation through ``on_cap(model, dropped)``.
+    """
+
+    def __init__(self, *, max_groups: int = 100, on_cap: Callable[[str, int], None] | None = None) -> None:
         self._lock = threading.Lock()
         self._by_model: dict[str, tuple[list[Finding], float]] = {}
+        self.max_groups = max_groups
+        self.on_cap = on_cap
 
     def set(self, model: str, findings: Sequence[Finding], window_end: float) -> None:
+        kept = self._capped(model, list(findings))
         with self._lock:
-            self._by_model[model] = (list(findings), window_end)
+            self._by_model[model] = (kept, window_end)
 
     def snapshot(self) -> dict[str, tuple[list[Finding], float]]:
         with self._lock:
             return dict(self._by_model)
+
+    def _capped(self, model: str, findings: list[Finding]) -> list[Finding]:
+        groups = sorted({f.group for f in findings if f.group is not None})
+        if len(groups) <= self.max_groups:
+            return findings
+        keep = set(groups[: self.max_groups])
+        dropped = sum(1 for f in findings if f.group is not None and f.group not in keep)
+        log.error("model %s: %d distinct group label values exceed server.max_groups=%d; %d findings left out "
+                  "of /metrics (raise the cap or use fewer or coarser sensitive attributes)",
+                  model, len(groups), self.max_groups, dropped)
+        if self.on_cap:
+            self.on_cap(model, dropped)
+        return [f for f in findings if f.group is None or f.group in keep]
 
 
 class Telemetry:
@@ -98,11 +119,8 @@ class Telemetry:
 class FindingsCollector(Collector):
     """Builds the finding metrics from :class:`LatestFindings` at each scrape."""
 
-    def __init__(self, latest: LatestFindings, *, max_groups: int = 100,
-                 on_cap: Callable[[str, int], None] | None = None) -> None:
+    def __init__(self, latest: LatestFindings) -> None:
         self.latest = latest
-        self.max_groups = max_groups
-        self.on_cap = on_cap
 
     def describe(self) -> list[Metric]:
         return []
@@ -119,7 +137,7 @@ class FindingsCollector(Collector):
                                    "End of the window the latest findings describe.", labels=("model",))
         for model, (findings, window_end) in sorted(self.latest.snapshot().items()):
             window.add_metric([model], window_end)
-            for f in self._capped(model, findings):
+            for f in findings:
                 labels = [f.model, f.detector, f.kind, f.target, f.statistic, f.group or ""]
                 if f.value is not None:
                     value.add_metric(labels, f.value)
@@ -131,19 +149,6 @@ class FindingsCollector(Collector):
                 rows.add_metric([*labels, "reference"], f.n_reference)
                 rows.add_metric([*labels, "current"], f.n_current)
         yield from (value, threshold, p_value, status, rows, window)
-
-    def _capped(self, model: str, findings: list[Finding]) -> list[Finding]:
-        groups = sorted({f.group for f in findings if f.group is not None})
-        if len(groups) <= self.max_groups:
-            return findings
-        keep = set(groups[: self.max_groups])
-        dropped = sum(1 for f in findings if f.group is not None and f.group not in keep)
-        log.error("model %s: %d distinct group label values exceed server.max_groups=%d; %d findings left out "
-                  "of /metrics (raise the cap or use fewer or coarser sensitive attributes)",
-                  model, len(groups), self.max_groups, dropped)
-        if self.on_cap:
-            self.on_cap(model, dropped)
-        return [f for f in findings if f.group is None or f.group in keep]
 
 
 class MetricsServer:

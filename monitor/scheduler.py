@@ -4,8 +4,10 @@
   ``misfire_grace_time`` of one interval, a first run at start-up.
 * Each evaluation runs on a worker thread and is abandoned after the model's
   ``timeout``: a hung source is reported (``outcome="timeout"``) and the
-  schedule goes on; while an abandoned evaluation is still stuck, later runs
-  of that model are skipped (``outcome="skipped"``) rather than piling up.
+  schedule goes on.  Later runs start afresh (a source that answers again
+  recovers at the next run), but at most ``MAX_ABANDONED`` stuck evaluations
+  per model are tolerated: past that, runs are skipped (``outcome="skipped"``)
+  rather than piling up threads.
 * SIGTERM/SIGINT set an event; the main thread then shuts the scheduler
   down, letting the running evaluation finish, and returns 0.
 """
@@ -39,6 +41,8 @@ __all__ = ["Daemon", "OUTCOMES"]
 log = logging.getLogger("atalaia.daemon")
 
 OUTCOMES = ("success", "partial", "error", "timeout", "skipped")
+#: abandoned (timed-out, still running) evaluations tolerated per model before runs are skipped
+MAX_ABANDONED = 2
 
 
 def utc_now() -> datetime:
@@ -66,16 +70,15 @@ class Daemon:
         self.telemetry.prime((m.name for m in config.models), OUTCOMES)
         for m in config.models:
             self.telemetry.interval.labels(m.name).set(m.schedule.nominal_interval.total_seconds())
-        self.latest = LatestFindings()
-        self.metrics_registry.register(FindingsCollector(
-            self.latest, max_groups=config.server.max_groups,
-            on_cap=lambda model, n: self.telemetry.label_cap.labels(model).inc(n)))
+        self.latest = LatestFindings(max_groups=config.server.max_groups,
+                                     on_cap=lambda model, n: self.telemetry.label_cap.labels(model).inc(n))
+        self.metrics_registry.register(FindingsCollector(self.latest))
         self.state = state or StateStore.in_dir(config.state_path)
         self.evaluators = {m.name: Evaluator(config=config, model=m, registry=detectors) for m in config.models}
         self._restore()
         self.stop_event = threading.Event()
         self._attempted: set[str] = set()
-        self._inflight: dict[str, _Worker] = {}
+        self._abandoned: dict[str, list[_Worker]] = {}
         self.scheduler = BackgroundScheduler(timezone=UTC)
         self.listen = listen or config.server.listen
         self.server: MetricsServer | None = None
@@ -107,9 +110,10 @@ class Daemon:
         at = at or self.clock()
         started = time.monotonic()
         outcome, error, evaluation = "error", None, None
-        previous = self._inflight.get(name)
-        if previous is not None and not previous.done.is_set():
-            outcome, error = "skipped", "the previous evaluation is still running past its timeout"
+        stuck = [w for w in self._abandoned.get(name, []) if not w.done.is_set()]
+        self._abandoned[name] = stuck
+        if len(stuck) >= MAX_ABANDONED:
+            outcome, error = "skipped", f"{len(stuck)} earlier evaluations are still stuck past their timeout"
             log.error("model %s: run skipped: %s", name, error)
         else:
             evaluation, outcome, error = self._evaluate_with_timeout(model, at)
@@ -132,9 +136,9 @@ class Daemon:
                 worker.done.set()
 
         worker = _Worker(thread=threading.Thread(target=work, name=f"atalaia-eval-{model.name}", daemon=True))
-        self._inflight[model.name] = worker
         worker.thread.start()
         if not worker.done.wait(timeout + 1.0):
+            self._abandoned.setdefault(model.name, []).append(worker)
             msg = f"evaluation did not finish within {model.timeout} (source hung?)"
             log.error("model %s: %s", model.name, msg)
             self.telemetry.source_errors.labels(model.name, "timeout").inc()
@@ -182,7 +186,7 @@ class Daemon:
 
     # -- lifecycle ------------------------------------------------------------
     def schedule(self) -> None:
-        now = self.clock()
+        now = datetime.now(UTC)  # APScheduler keeps real time, whatever clock the evaluations are given
         for m in self.config.models:
             interval = m.schedule.nominal_interval
             trigger: Any = (IntervalTrigger(seconds=m.schedule.every.total_seconds(), timezone=UTC)

@@ -1,0 +1,307 @@
+"""The ``atalaia`` command line: help, ``validate`` and ``check`` (exit codes, JSON and table output,
+the exact window), in process through ``main(argv, stdout=)`` and once as the installed console script."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from conftest import T0, model_config
+from monitor.cli import main
+
+FINDING_KEYS = {"model", "detector", "kind", "target", "statistic", "value", "threshold", "p_value", "status",
+                "n_reference", "n_current", "window_start", "window_end", "group"}
+SHIFTED = T0 + timedelta(hours=44, minutes=20)     # x0 is shifted from T0 + 40h
+UNSHIFTED = T0 + timedelta(hours=30, minutes=20)
+
+Cli = Callable[..., tuple[int, str, str]]
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """``check`` sets up logging on the root logger; put it back for the next test."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> Cli:
+    """``atalaia ARGS`` in process: (exit code, stdout, stderr)."""
+    def run(*argv: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        out = io.StringIO()
+        code = main([str(a) for a in argv], stdout=out)
+        return code, out.getvalue(), capsys.readouterr().err
+    return run
+
+
+def iso(t: datetime) -> str:
+    return t.isoformat().replace("+00:00", "Z")
+
+
+def parse_utc(text: str) -> datetime:
+    assert text.endswith("Z"), f"not ISO-8601 UTC with Z: {text!r}"
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def json_findings(stdout: str) -> list[dict[str, Any]]:
+    lines = stdout.splitlines()
+    assert lines, "no findings printed"
+    out = [json.loads(line) for line in lines]
+    assert all(isinstance(f, dict) for f in out)
+    return out
+
+
+def by_key(findings: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(f["detector"], f["target"]): f for f in findings}
+
+
+def rows_in(sink: Path, start: datetime, end: datetime) -> int:
+    table = ds.dataset(sink, format="parquet", partitioning="hive").to_table(
+        columns=["ts"], filter=(ds.field("ts") >= pa.scalar(start, pa.timestamp("us", tz="UTC")))
+        & (ds.field("ts") < pa.scalar(end, pa.timestamp("us", tz="UTC"))))
+    return table.num_rows
+
+
+def write_config(path: Path, **cfg: Any) -> Path:
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+# --------------------------------------------------------------------------- help and validate
+
+def test_help_lists_every_command() -> None:
+    exe = shutil.which("atalaia")
+    assert exe, "the atalaia console script is not on PATH"
+    done = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    for command in ("run", "check", "validate", "demo"):
+        assert any(line.split()[:1] == [command] for line in done.stdout.splitlines()), done.stdout
+
+
+def test_check_help_lists_its_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["check", "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("--config", "--model", "--at", "--format"):
+        assert flag in out
+
+
+def test_validate_accepts_a_good_config(cli: Cli, config_file: Path) -> None:
+    code, out, err = cli("validate", "--config", config_file)
+    assert code == 0, err
+    assert "ok" in out and "m1" in out
+    assert err == ""
+
+
+def _bad_model(**overrides: Any) -> dict[str, Any]:
+    return model_config(pred_path="./preds", reference={"rolling": "7d"}) | overrides
+
+
+def test_validate_lists_every_problem_at_once(cli: Cli, tmp_path: Path) -> None:
+    model = _bad_model(schedule={"every": "5 minutes"},
+                       predictions={"path": "./preds", "id": "id", "timestamp": "ts"},
+                       detectors=[{"type": "psi", "alert": -1}, {"type": "no-such-detector"}])
+    config = write_config(tmp_path / "bad.yaml", server={"listen": "nowhere"}, stat_dir="./typo", models=[model])
+    code, out, err = cli("validate", "--config", config)
+    assert code == 2
+    assert out == ""
+    expected = {
+        "server.listen": "must be HOST:PORT",
+        "stat_dir": "is not a known key",
+        "models[0].schedule.every": "must be a duration",
+        "models[0].predictions.prediction": "is required",
+        "models[0].detectors[0].alert": "must be > 0, got -1",
+        "models[0].detectors[1].type": "no-such-detector",
+    }
+    lines = err.splitlines()
+    for path, message in expected.items():
+        assert any(line.strip().startswith(f"{path}: ") and message in line for line in lines), (path, err)
+    assert f"{len(expected)} configuration problems" in err
+    assert str(config) in err
+
+
+def test_validate_reports_cross_field_problems_together_with_schema_problems(cli: Cli, tmp_path: Path) -> None:
+    """An undefined alert route is a problem whether or not the file has other mistakes."""
+    good = write_config(tmp_path / "route.yaml", models=[_bad_model(alerts={"routes": ["team-chat"]})])
+    code, _, err = cli("validate", "--config", good)
+    assert code == 2 and "models[0].alerts.routes[0]: " in err, err
+
+    both = write_config(tmp_path / "both.yaml", server={"listen": "nowhere"},
+                        models=[_bad_model(alerts={"routes": ["team-chat"]})])
+    code, _, err = cli("validate", "--config", both)
+    assert code == 2
+    assert "server.listen: " in err
+    assert "models[0].alerts.routes[0]: " in err, f"validate must report every problem at once:\n{err}"
+
+
+def test_validate_a_missing_file_exits_2(cli: Cli, tmp_path: Path) -> None:
+    code, _, err = cli("validate", "--config", tmp_path / "nope.yaml")
+    assert code == 2 and "nope.yaml" in err
+
+
+# --------------------------------------------------------------------------- check
+
+def test_check_console_script_flags_the_shifted_feature(config_file: Path, sink: Path) -> None:
+    exe = shutil.which("atalaia")
+    assert exe
+    done = subprocess.run([exe, "check", "--config", str(config_file), "--at", iso(SHIFTED), "--format", "json"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr
+    findings = json_findings(done.stdout)
+    for f in findings:
+        assert FINDING_KEYS <= set(f), set(f) ^ FINDING_KEYS
+        assert f["model"] == "m1" and f["kind"] == "drift" and f["group"] is None
+        assert f["status"] in ("ok", "warn", "alert", "insufficient_data")
+        assert parse_utc(f["window_end"]) == SHIFTED
+        assert parse_utc(f["window_start"]) == SHIFTED - timedelta(hours=1)
+    found = by_key(findings)
+    n_current = rows_in(sink, SHIFTED - timedelta(hours=1), SHIFTED)
+    for detector in ("psi", "ks"):
+        x0 = found[(detector, "x0")]
+        assert x0["status"] == "alert", x0
+        assert x0["value"] > x0["threshold"] > 0
+        assert x0["p_value"] is not None and x0["p_value"] < 1e-6
+        assert (x0["n_reference"], x0["n_current"]) == (24 * 1000, n_current)
+        for target in ("x1", "x2"):
+            assert found[(detector, target)]["status"] == "ok", found[(detector, target)]
+    assert {f["target"] for f in findings if f["status"] in ("warn", "alert")} == {"x0"}
+
+
+def test_check_at_an_unshifted_time_exits_0(cli: Cli, config_file: Path) -> None:
+    code, out, err = cli("check", "--config", config_file, "--at", iso(UNSHIFTED), "--format", "json")
+    assert code == 0, err
+    findings = json_findings(out)
+    assert {f["status"] for f in findings} == {"ok"}
+    assert {"x0", "x1", "x2"} <= {f["target"] for f in findings}
+
+
+def test_check_window_is_exactly_the_hour_before_at(cli: Cli, config_file: Path, sink: Path) -> None:
+    # --at with an offset and a fraction: the window is [at - 1h, at), printed in UTC
+    at = datetime(2026, 11, 21, 20, 30, 15, 500000, tzinfo=UTC)
+    start = at - timedelta(hours=1)
+    inside = rows_in(sink, start, at)
+    # rows exactly on the bounds: the start is in, the end is out
+    us = timedelta(microseconds=1)
+    edges = [start - us, start, at - us, at]
+    for t in edges:
+        part = sink / f"date={t:%Y-%m-%d}" / f"hour={t:%H}"
+        pq.write_table(pa.table({
+            "id": [f"edge-{t.isoformat()}"], "ts": pa.array([t], pa.timestamp("us", tz="UTC")),
+            "x0": [0.0], "x1": [0.0], "x2": [1.0], "c": ["a"], "score": [0.5], "pred": pa.array([1], pa.int64()),
+        }), part / f"edge-{t:%H%M%S%f}.parquet")
+    assert rows_in(sink, start, at) == inside + 2
+
+    code, out, err = cli("check", "--config", config_file, "--at", "2026-11-21T21:30:15.5+01:00", "--format", "json")
+    assert code in (0, 1), err
+    for f in json_findings(out):
+        assert parse_utc(f["window_start"]) == start, f
+        assert parse_utc(f["window_end"]) == at, f
+        if f["target"] in ("x0", "x1", "x2"):
+            assert f["n_current"] == inside + 2, f
+
+
+def test_check_model_flag_selects_one_model(cli: Cli, tmp_path: Path, sink: Path) -> None:
+    ref = {"start": iso(T0), "end": iso(T0 + timedelta(hours=24))}
+    config = write_config(tmp_path / "two.yaml", state_dir=str(tmp_path / "state"), models=[
+        model_config(name="first", pred_path=str(sink), reference=ref),
+        model_config(name="second", pred_path=str(sink), reference=ref, detectors=[{"type": "ks"}])])
+    code, out, _ = cli("check", "--config", config, "--at", iso(SHIFTED), "--format", "json", "--model", "second")
+    assert code == 1
+    findings = json_findings(out)
+    assert {f["model"] for f in findings} == {"second"}
+    assert {f["detector"] for f in findings} == {"ks"}
+    code, out, _ = cli("check", "--config", config, "--at", iso(SHIFTED), "--format", "json")
+    assert {f["model"] for f in json_findings(out)} == {"first", "second"}
+
+
+def test_check_unknown_model_exits_2(cli: Cli, config_file: Path) -> None:
+    code, out, err = cli("check", "--config", config_file, "--model", "no-such-model", "--at", iso(SHIFTED))
+    assert code == 2
+    assert out == ""
+    assert "no-such-model" in err and "m1" in err
+
+
+@pytest.mark.parametrize("at", ["yesterday", "2026-13-45T00:00:00Z", ""])
+def test_check_bad_at_exits_2(cli: Cli, config_file: Path, at: str) -> None:
+    code, out, err = cli("check", "--config", config_file, "--at", at)
+    assert code == 2
+    assert out == ""
+    assert "--at" in err
+
+
+def test_check_bad_config_exits_2(cli: Cli, tmp_path: Path) -> None:
+    config = write_config(tmp_path / "bad.yaml", models=[_bad_model(window="soon")])
+    code, _, err = cli("check", "--config", config)
+    assert code == 2 and "models[0].window" in err
+
+
+def test_check_missing_sink_exits_2(cli: Cli, tmp_path: Path) -> None:
+    config = write_config(tmp_path / "c.yaml", state_dir=str(tmp_path / "state"), models=[
+        model_config(pred_path=str(tmp_path / "no-such-sink"), reference={"rolling": "1d"})])
+    code, _, err = cli("check", "--config", config, "--at", iso(SHIFTED))
+    assert code == 2
+    assert "no-such-sink" in err
+
+
+def test_check_empty_window_is_insufficient_data_and_exits_0(cli: Cli, config_file: Path) -> None:
+    at = T0 + timedelta(days=30)  # long after the sink ends; the reference is a fixed range
+    code, out, err = cli("check", "--config", config_file, "--at", iso(at), "--format", "json")
+    assert code == 0, err
+    findings = json_findings(out)
+    assert {"x0", "x1", "x2"} <= {f["target"] for f in findings}
+    for f in findings:
+        assert f["status"] == "insufficient_data", f
+        assert f["n_current"] == 0 and f["value"] is None
+        assert f["n_reference"] > 0
+
+
+def test_check_corrupt_file_in_the_window_exits_2_naming_it(cli: Cli, config_file: Path, sink: Path) -> None:
+    t = SHIFTED - timedelta(minutes=30)
+    corrupt = sink / f"date={t:%Y-%m-%d}" / f"hour={t:%H}" / "part-0.parquet"
+    corrupt.write_bytes(corrupt.read_bytes()[: len(corrupt.read_bytes()) // 2])  # truncated
+    code, out, err = cli("check", "--config", config_file, "--at", iso(SHIFTED), "--format", "json")
+    assert code == 2
+    assert str(corrupt) in err
+
+
+def test_check_table_is_readable(cli: Cli, config_file: Path) -> None:
+    code, out, err = cli("check", "--config", config_file, "--at", iso(SHIFTED))
+    assert code == 1, err
+    assert "\x1b[" not in out  # no colour codes when not on a terminal
+    lines = out.splitlines()
+    header = next(line for line in lines if "detector" in line)
+    words = header.replace("┃", " ").replace("|", " ").split()
+    for column in ("model", "detector", "target", "status"):
+        assert column in words, header
+    cols = header.index("detector"), header.index("target"), header.index("status")
+    assert cols == tuple(sorted(cols))
+
+    def row(detector: str, target: str) -> str:
+        found = [line for line in lines if f" {detector} " in line and f" {target} " in line and " m1 " in line]
+        assert len(found) == 1, (detector, target, out)
+        return found[0]
+
+    for detector in ("psi", "ks"):
+        assert " alert " in row(detector, "x0")
+        for target in ("x1", "x2"):
+            assert " ok " in row(detector, target)
+    assert iso(SHIFTED - timedelta(hours=1)) in out and iso(SHIFTED) in out
+    assert "alert" in lines[-1] and "ok" in lines[-1]  # the summary line
