@@ -11,10 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import pickle
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -70,7 +72,10 @@ class Evaluator:
     """Evaluates one model; reusable across runs (it keeps the reference in memory)."""
 
     def __init__(self, *, config: Config, model: ModelConfig, registry: Registry | None = None,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic, pool: Executor | None = None) -> None:
+        #: counts columns in parallel (NumPy releases the GIL); the daemon shares one across models
+        self.pool = pool or ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2),
+                                               thread_name_prefix=f"atalaia-count-{model.name}")
         self.config = config
         self.model = model
         self.registry = registry or Registry()
@@ -180,7 +185,8 @@ class Evaluator:
         t0 = self.monotonic()
         start, end = at - self.model.window, at
         ref, cached = self.reference(at)
-        profiler = WindowProfiler(reference=ref.profile, columns=self.columns, detectors=self.detectors)
+        profiler = WindowProfiler(reference=ref.profile, columns=self.columns, detectors=self.detectors,
+                                  pool=self.pool)
         sink = self.predictions()
         batches = sink.batches(columns=self.window_columns(), start=start, end=end, deadline=deadline)
         for batch in prefetch(batches):

@@ -9,6 +9,7 @@ grow with the window.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,9 +75,21 @@ def numeric_values(col: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, int]:
 
 
 def category_counts(col: pa.Array | pa.ChunkedArray) -> CategoricalCounts:
-    """Counts per category via Arrow's hash kernel (no per-row Python)."""
+    """Counts per category: ``bincount`` over dictionary codes or small integers, else Arrow's hash kernel."""
     if isinstance(col, pa.ChunkedArray):
         col = col.combine_chunks()
+    n_null = col.null_count
+    if pa.types.is_dictionary(col.type):
+        codes = (pc.drop_null(col.indices) if n_null else col.indices).to_numpy()
+        counts = np.bincount(codes, minlength=len(col.dictionary))
+        return _from_bincount(col.dictionary.to_pylist(), counts, n_null)
+    if pa.types.is_integer(col.type) and len(col) > 0:
+        values = (pc.drop_null(col) if n_null else col).to_numpy()
+        if values.size:
+            lo, hi = int(values.min()), int(values.max())
+            if hi - lo < 65536:
+                counts = np.bincount(values - lo if lo else values, minlength=hi - lo + 1)
+                return _from_bincount(range(lo, hi + 1), counts, n_null)
     vc = pc.value_counts(col)
     values = vc.field("values").to_pylist()
     counts = vc.field("counts").to_pylist()
@@ -88,6 +101,14 @@ def category_counts(col: pa.Array | pa.ChunkedArray) -> CategoricalCounts:
         else:
             key = str(v)
             out[key] = out.get(key, 0) + c
+    return CategoricalCounts(counts=out, n_null=n_null)
+
+
+def _from_bincount(values: Sequence[object], counts: np.ndarray, n_null: int) -> CategoricalCounts:
+    out: dict[str, int] = {}
+    for i in np.flatnonzero(counts).tolist():
+        key = str(values[i])
+        out[key] = out.get(key, 0) + int(counts[i])
     return CategoricalCounts(counts=out, n_null=n_null)
 
 
@@ -139,8 +160,10 @@ def reference_profile(table: pa.Table, *, columns: Columns, detectors: Sequence[
 class WindowProfiler:
     """Accumulates a window's profile batch by batch on the reference grids."""
 
-    def __init__(self, *, reference: Profile, columns: Columns, detectors: Sequence[Detector] = ()) -> None:
+    def __init__(self, *, reference: Profile, columns: Columns, detectors: Sequence[Detector] = (),
+                 pool: Executor | None = None) -> None:
         self.reference = reference
+        self.pool = pool
         self.columns = columns
         self.hooked = [d for d in detectors if d.uses_batches]
         self.profile = Profile(
@@ -151,13 +174,24 @@ class WindowProfiler:
         )
 
     def add(self, batch: pa.RecordBatch | pa.Table) -> None:
-        numeric = {}
-        for name, ref in self.reference.numeric.items():
-            if name in batch.column_names:
-                values, n_null = numeric_values(batch.column(name))
-                numeric[name] = NumericCounts.of(values, ref, n_null=n_null)
-        categorical = {name: category_counts(batch.column(name))
-                       for name in self.reference.categorical if name in batch.column_names}
+        """Count one batch; with a ``pool``, columns are counted in parallel (NumPy releases the GIL)."""
+        def count_numeric(name: str) -> NumericCounts:
+            values, n_null = numeric_values(batch.column(name))
+            return NumericCounts.of(values, self.reference.numeric[name], n_null=n_null)
+
+        def count_categorical(name: str) -> CategoricalCounts:
+            return category_counts(batch.column(name))
+
+        num_names = [n for n in self.reference.numeric if n in batch.column_names]
+        cat_names = [n for n in self.reference.categorical if n in batch.column_names]
+        if self.pool is not None:
+            num_futures = [self.pool.submit(count_numeric, n) for n in num_names]
+            cat_futures = [self.pool.submit(count_categorical, n) for n in cat_names]
+            numeric = {n: f.result() for n, f in zip(num_names, num_futures, strict=True)}
+            categorical = {n: f.result() for n, f in zip(cat_names, cat_futures, strict=True)}
+        else:
+            numeric = {n: count_numeric(n) for n in num_names}
+            categorical = {n: count_categorical(n) for n in cat_names}
         extras = {}
         if self.hooked:
             b = to_batch(batch, self.columns)

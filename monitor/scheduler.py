@@ -15,10 +15,12 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -74,7 +76,9 @@ class Daemon:
                                      on_cap=lambda model, n: self.telemetry.label_cap.labels(model).inc(n))
         self.metrics_registry.register(FindingsCollector(self.latest))
         self.state = state or StateStore.in_dir(config.state_path)
-        self.evaluators = {m.name: Evaluator(config=config, model=m, registry=detectors) for m in config.models}
+        self.pool = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="atalaia-count")
+        self.evaluators = {m.name: Evaluator(config=config, model=m, registry=detectors, pool=self.pool)
+                           for m in config.models}
         self._restore()
         self.stop_event = threading.Event()
         self._attempted: set[str] = set()
@@ -217,6 +221,7 @@ class Daemon:
             self.scheduler.shutdown(wait=True)
         if self.server is not None:
             self.server.stop()
+        self.pool.shutdown(wait=False, cancel_futures=True)
         self.state.close()
         log.info("stopped")
 
