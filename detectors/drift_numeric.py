@@ -1,0 +1,1146 @@
+"""Drift of numeric columns, scored on the reference grid's mergeable counts.
+
+Every kernel here takes the reference histogram and the current histogram
+on the same grid (see :mod:`detectors.profile`) — one ``np.histogram`` per
+column per run feeds all of them.  NaN and ±inf never enter the bins: they
+are counted apart, scored by ``data_quality`` and stated in each finding's
+note.
+
+Two grids are used:
+
+* the **fine grid** (about 2000 bins, none holding more than 0.1 % of the
+  reference or 0.1 % of its range) for KS, Wasserstein, Cramér–von Mises,
+  Anderson–Darling and the moments; values outside the reference range sit
+  in one slot below and one above, with their sums, so distances beyond the
+  range are exact;
+* the **ten reference-quantile bins** (``psi_cuts``) for PSI,
+  Jensen–Shannon, KL, Hellinger and total variation, whose values then read
+  on the scales practitioners know.  These distances also apply to
+  categorical columns (categories plus ``<unseen>``; see
+  :mod:`detectors.drift_categorical`).
+
+Default thresholds follow one rule, so that the family agrees: ``warn`` is
+the value a **0.2-sd** (Cohen's "small") location shift of a normal feature
+produces, ``alert`` the value of a **0.5-sd** ("medium") shift.  KS is the
+exception: its D for a shift of *d* sds depends on the shape
+(:math:`\\approx d\\,\\sigma f_{max}`) and is smallest for a uniform feature,
+:math:`d/\\sqrt{12}`, so its thresholds are the uniform's (a normal reaches
+them at 0.15 and 0.38 sd).  Every detector is also a test: a finding
+breaches only when its p-value survives Benjamini–Hochberg at ``alpha``
+0.05 across the detector's columns, which keeps no-change false alarms at or
+under 5 % per run however small the window (measured in
+``tests/test_drift_calibration.py``).
+
+=================  ==========================  ======  ======  =================================
+detector           value                       warn    alert   p-value
+=================  ==========================  ======  ======  =================================
+psi                PSI, 10 quantile bins       0.04    0.25    PSI·n_eff ~ χ²(k-1)
+jensen_shannon     JS distance, base 2         0.08    0.2     χ² homogeneity, same bins
+kl_divergence      KL(current ‖ reference)     0.02    0.12    χ² homogeneity, same bins
+hellinger          Hellinger distance          0.07    0.17    χ² homogeneity, same bins
+total_variation    TV distance                 0.08    0.2     χ² homogeneity, same bins
+wasserstein        W1 / reference sd           0.2     0.5     Cramér–von Mises, fine grid
+ks                 KS D                        0.06    0.15    KS (asymptotic), fine grid
+cramer_von_mises   CvM distance ω²             0.004   0.02    Cramér–von Mises, fine grid
+anderson_darling   AD distance                 0.02    0.12    Anderson–Darling, fine grid
+mean_shift         Δmean/sd or Δmad/mad        0.2     0.5     Wilcoxon + Ansari–Bradley
+=================  ==========================  ======  ======  =================================
+
+(``total_variation`` lives in :mod:`detectors.drift_categorical`.)
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
+
+import numpy as np
+from scipy import special, stats
+
+from .base import Batch, Context, Finding, Param, boolean
+from .drift_categorical import binned_pair, contingency_test, homogeneity_table, pooled_note, unseen_note
+from .drift_common import ColumnDrift, Stat, drift_params
+from .profile import CategoricalReference, NumericCounts, NumericReference, Profile
+
+__all__ = [
+    "PSI", "KS", "JensenShannon", "KLDivergence", "Hellinger", "Wasserstein", "CramerVonMises",
+    "AndersonDarling", "MeanShift",
+    "psi", "ks_binned", "ks_p_value", "psi_p_value", "js_distance", "kl_divergence", "hellinger",
+    "wasserstein_binned", "cramer_von_mises_binned", "cvm_p_value", "mean_abs_deviation", "rank_test",
+    "anderson_darling_binned", "ad_p_value", "mean_shift",
+    "PSI_EPSILON", "KS_LIMIT_N", "RawSample", "batch_numeric",
+]
+
+#: proportions below this are raised to it before the logarithm (empty bins)
+PSI_EPSILON = 1e-4
+
+
+# =========================================================================== binned distances
+
+def psi(reference: np.ndarray, current: np.ndarray, *, epsilon: float = PSI_EPSILON) -> float:
+    """Population stability index of two count vectors over the same bins.
+
+    .. math:: \\mathrm{PSI} = \\sum_i (q_i - p_i) \\ln \\frac{q_i}{p_i}
+
+    with :math:`p` the reference and :math:`q` the current proportions, each
+    raised to at least ``epsilon`` so that empty bins give a finite value.
+
+    >>> round(psi(np.array([50, 50]), np.array([25, 75])), 4)
+    0.2747
+    """
+    p = np.maximum(reference / reference.sum(), epsilon)
+    q = np.maximum(current / current.sum(), epsilon)
+    return float(np.sum((q - p) * np.log(q / p)))
+
+
+def psi_p_value(value: float, *, n_reference: int, n_current: int, bins: int) -> float:
+    """Approximate p-value of a PSI under no change.
+
+    PSI is the symmetrised Kullback–Leibler divergence; to second order it is
+    :math:`\\sum (q-p)^2/\\pi`, so :math:`\\mathrm{PSI}\\,\\frac{nm}{n+m}` is
+    approximately :math:`\\chi^2_{k-1}` when both samples come from one
+    distribution.
+    """
+    if bins < 2:
+        return 1.0
+    scale = n_reference * n_current / (n_reference + n_current)
+    return float(special.chdtrc(bins - 1, value * scale))
+
+
+def js_distance(reference: np.ndarray, current: np.ndarray) -> float:
+    """Jensen–Shannon distance (base 2, in [0, 1]) of two count vectors' proportions.
+
+    .. math:: \\mathrm{JS} = \\sqrt{\\tfrac12 \\mathrm{KL}(p\\|m) + \\tfrac12 \\mathrm{KL}(q\\|m)},
+              \\quad m = \\tfrac12 (p + q)
+
+    Empty bins need no smoothing (``0 log 0 = 0``).  Equals
+    ``scipy.spatial.distance.jensenshannon(p, q, base=2)``.
+
+    >>> js_distance(np.array([1, 0]), np.array([0, 1]))
+    1.0
+    """
+    p = reference / reference.sum()
+    q = current / current.sum()
+    m = 0.5 * (p + q)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a = np.where(p > 0, p * np.log2(p / m), 0.0)
+        b = np.where(q > 0, q * np.log2(q / m), 0.0)
+    return float(np.sqrt(max(0.5 * (a.sum() + b.sum()), 0.0)))
+
+
+def kl_divergence(reference: np.ndarray, current: np.ndarray, *, epsilon: float = PSI_EPSILON) -> float:
+    """Kullback–Leibler divergence of the current from the reference, natural log.
+
+    .. math:: \\mathrm{KL}(q \\| p) = \\sum_i q_i \\ln \\frac{q_i}{p_i}
+
+    Both proportion vectors are raised to at least ``epsilon`` and
+    renormalised (empty reference bins would make it infinite).  Equals
+    ``scipy.stats.entropy(max(q, eps), max(p, eps))``.
+
+    >>> round(kl_divergence(np.array([50, 50]), np.array([25, 75])), 4)
+    0.1308
+    """
+    p = np.maximum(reference / reference.sum(), epsilon)
+    q = np.maximum(current / current.sum(), epsilon)
+    p, q = p / p.sum(), q / q.sum()
+    return float(max(np.sum(q * np.log(q / p)), 0.0))
+
+
+def hellinger(reference: np.ndarray, current: np.ndarray) -> float:
+    """Hellinger distance (in [0, 1]) of two count vectors' proportions.
+
+    .. math:: H = \\sqrt{\\tfrac12 \\sum_i (\\sqrt{p_i} - \\sqrt{q_i})^2}
+
+    >>> hellinger(np.array([1, 0]), np.array([0, 1]))
+    1.0
+    """
+    p = reference / reference.sum()
+    q = current / current.sum()
+    return float(np.sqrt(max(0.5 * np.sum((np.sqrt(p) - np.sqrt(q)) ** 2), 0.0)))
+
+
+# =========================================================================== KS
+
+def ks_binned(reference: np.ndarray, current: np.ndarray) -> float:
+    """Two-sample Kolmogorov–Smirnov statistic on a common grid.
+
+    .. math:: D = \\max_e |F_{ref}(e) - F_{cur}(e)|
+
+    over the grid edges :math:`e`.  Inside a bin both CDFs are monotone, so
+    the exact D exceeds the binned one by at most the largest reference bin
+    mass: with the reference grid of :mod:`detectors.profile` (no bin holds
+    more than 0.1 % of the reference) it is within about 1e-3 of the exact
+    statistic, and the binned p-value is conservative.
+
+    >>> ks_binned(np.array([5, 5, 0]), np.array([0, 5, 5]))
+    0.5
+    """
+    f = np.cumsum(reference) / reference.sum()
+    g = np.cumsum(current) / current.sum()
+    return float(np.max(np.abs(f - g)))
+
+
+#: above this effective size the limiting Kolmogorov law replaces ``kstwo`` (see :func:`ks_p_value`)
+KS_LIMIT_N = 10_000
+
+
+def ks_p_value(d: float, *, n_reference: int, n_current: int) -> float:
+    """Asymptotic two-sided p-value, as ``scipy.stats.ks_2samp(method="asymp")``.
+
+    That is ``kstwo.sf(d, round(n_eff))`` with :math:`n_{eff} = nm/(n+m)`.
+    Above ``n_eff`` = 10 000 its evaluation costs up to seconds per call in
+    the tail (2 s at 1e6), so there the limiting law
+    ``kolmogorov(sqrt(n_eff) d)`` is used: microseconds, within 2.5 % of
+    ``kstwo`` and never smaller (conservative).
+    """
+    en = n_reference * n_current / (n_reference + n_current)
+    if en > KS_LIMIT_N:
+        return float(special.kolmogorov(math.sqrt(en) * d))
+    return float(stats.kstwo.sf(d, np.round(en)))
+
+
+# =========================================================================== Wasserstein
+
+def _cum(reference: NumericReference, current: NumericCounts) -> tuple[np.ndarray, np.ndarray]:
+    """Reference and current CDFs at the interior edges ``e_0 … e_last``."""
+    n, m = reference.counts.sum(), current.counts.sum()
+    return np.cumsum(reference.counts)[:-1] / n, np.cumsum(current.counts)[:-1] / m
+
+
+def wasserstein_binned(reference: NumericReference, current: NumericCounts) -> float:
+    """Wasserstein-1 distance :math:`\\int |F(x) - G(x)|\\,dx` in the column's units.
+
+    Within each grid bin both samples' mass is taken as uniform, so both
+    CDFs are linear there and :math:`\\int |F - G|` over the bin is exact for
+    that shape (:math:`w(|d_a|+|d_b|)/2`, or
+    :math:`w(d_a^2+d_b^2)/(2(|d_a|+|d_b|))` when the sign changes).  Below the
+    reference minimum the reference CDF is 0 and the current contribution is
+    :math:`\\sum_{y<\\min}(\\min - y)/m`, computed exactly from
+    ``below_sum``; above the maximum likewise from ``above_sum``.
+
+    >>> ref = NumericReference.from_values(np.arange(100.0))
+    >>> round(wasserstein_binned(ref, NumericCounts.of(np.arange(100.0) + 10, ref)), 3)
+    10.0
+    """
+    e = reference.edges
+    if e.size == 0 or reference.n == 0:
+        return 0.0
+    m = current.counts.sum()
+    if m == 0:
+        return 0.0
+    f, g = _cum(reference, current)
+    d = f - g
+    da, db = d[:-1], d[1:]
+    w = np.diff(e)
+    aa, ab = np.abs(da), np.abs(db)
+    same = da * db >= 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cross = np.where(aa + ab > 0, (da * da + db * db) / (2.0 * (aa + ab)), 0.0)
+    inner = float(np.sum(w * np.where(same, 0.5 * (aa + ab), cross)))
+    below = (current.counts[0] * e[0] - current.below_sum) / m
+    above = (current.above_sum - current.counts[-1] * e[-1]) / m
+    return inner + max(float(below), 0.0) + max(float(above), 0.0)
+
+
+def _scale(reference: NumericReference, current: NumericCounts) -> tuple[float, str | None]:
+    """The reference sd, or when it is 0 the sd of both samples together (0 only if all values agree)."""
+    if reference.std > 0:
+        return reference.std, None
+    n, m = reference.n, current.n_finite
+    delta = current.mean - reference.mean
+    m2 = current.m2 + delta * delta * n * m / (n + m)
+    pooled = math.sqrt(m2 / (n + m - 1)) if n + m > 1 else 0.0
+    return pooled, "reference is constant: scaled by the sd of both samples together"
+
+
+# =========================================================================== CvM and AD
+
+def _counts(reference: np.ndarray, current: np.ndarray) -> tuple[np.ndarray, np.ndarray, int, int]:
+    p = np.asarray(reference, dtype=np.float64)
+    q = np.asarray(current, dtype=np.float64)
+    return p, q, int(p.sum()), int(q.sum())
+
+
+def _cvm_cdf_inf(x: float) -> float:
+    """CDF of the limiting Cramér–von Mises distribution (Csörgő & Faraway 1996), as scipy's."""
+    tot, k = 0.0, 0
+    while True:
+        u = math.exp(special.gammaln(k + 0.5) - special.gammaln(k + 1)) / (math.pi ** 1.5 * math.sqrt(x))
+        y = 4 * k + 1
+        q = y * y / (16 * x)
+        z = u * math.sqrt(y) * math.exp(-q) * float(special.kv(0.25, q))
+        tot += z
+        k += 1
+        if abs(z) < 1e-7 or k > 1000:
+            return tot
+
+
+#: a pooled bin holding at least this share is a material tie: the null moments are then recomputed
+MATERIAL_TIE = 0.01
+
+
+def tie_shares(reference: np.ndarray, current: np.ndarray) -> np.ndarray | None:
+    """Pooled bin shares when some bin is a material tie (else ``None``).
+
+    The out-of-range slots hold current values only, scored as distinct
+    values: they never count as a tie and are split into pieces of 0.1 %.
+    """
+    p = np.asarray(reference, dtype=np.float64)
+    q = np.asarray(current, dtype=np.float64)
+    big_n = p.sum() + q.sum()
+    h = (p + q) / big_n
+    free = np.zeros(h.size, bool)
+    free[[0, -1]] = True
+    free &= p == 0
+    if not np.any(h[~free] >= MATERIAL_TIE):
+        return None
+    def piece(i: int) -> np.ndarray:
+        if free[i] and h[i] > 0:
+            k = int(min(q[i], np.ceil(h[i] / 0.001)))
+            return np.full(k, h[i] / k)
+        return h[i:i + 1]
+
+    parts = [piece(0), h[1:-1], piece(h.size - 1)] if h.size > 1 else [h]
+    return np.concatenate(parts)
+
+
+def tie_moments_cvm(h: np.ndarray) -> tuple[float, float]:
+    """Null mean and variance of :math:`T/n_{eff}`'s limit :math:`\\sum_j h_j B(H_j)^2` for pooled bin shares ``h``.
+
+    :math:`H_j` is the pooled CDF at the end of bin j and B a Brownian
+    bridge, so the mean is :math:`\\sum_j h_j H_j(1-H_j)` and the variance
+    :math:`2\\sum_{ij} h_i h_j (H_i(1-H_j))^2` (i ≤ j), summed in O(k) with a
+    running sum.  1/6 and 1/45 for continuous data.
+
+    >>> [round(v, 4) for v in tie_moments_cvm(np.full(10000, 1e-4))]
+    [0.1667, 0.0222]
+    """
+    h = np.asarray(h, dtype=np.float64)
+    h = h[h > 0]
+    big_h = np.cumsum(h)
+    big_h[-1] = 1.0
+    mean = float(np.sum(h * big_h * (1 - big_h)))
+    before = np.cumsum(h * big_h ** 2) - h * big_h ** 2  # sum over i < j of h_i H_i^2
+    var = np.sum((h * big_h * (1 - big_h)) ** 2) + 2 * np.sum(h * (1 - big_h) ** 2 * before)
+    return mean, float(2 * var)
+
+
+def tie_variance_ad(h: np.ndarray) -> float:
+    """Null variance of the limit of :math:`A^2_{akN}` (k = 2) for pooled bin shares ``h`` (0.5797 for continuous data).
+
+    Each bin's term is the square of the bridge averaged over the bin's two
+    ends, :math:`X_j`, divided by its variance — the Scholz–Stephens
+    denominator is exactly :math:`\\mathrm{Var}\\,X_j = \\bar H_j(1-\\bar H_j) - h_j/4`
+    (:math:`\\bar H_j` the bin's mid CDF) — so the mean is 1 whatever the
+    ties, and the variance is :math:`2\\sum_{ij} h_i h_j \\rho_{ij}^2` with
+    :math:`\\mathrm{Cov}(X_i, X_j) = \\bar H_i(1-\\bar H_j)` for i < j; O(k).
+
+    >>> round(tie_variance_ad(np.full(10000, 1e-4)), 3)
+    0.58
+    """
+    h = np.asarray(h, dtype=np.float64)
+    h = h[h > 0]
+    if h.size < 2:
+        return 0.0
+    hi = np.cumsum(h)
+    hi[-1] = 1.0
+    mid = hi - h / 2
+    var = mid * (1 - mid) - h / 4
+    w = h / var
+    before = np.cumsum(w * mid ** 2) - w * mid ** 2
+    return float(2 * (np.sum(h * h) + 2 * np.sum(w * (1 - mid) ** 2 * before)))
+
+
+def _cvm_sf_inf(x: float) -> float:
+    """Upper tail of the limiting Cramér–von Mises law by Smirnov's integral (accurate far into the tail).
+
+    .. math:: 1 - V(x) = \\frac{1}{\\pi}\\sum_{j\\ge1} (-1)^{j+1}\\int_{(2j-1)\\pi}^{2j\\pi}
+              \\frac{2}{u}\\sqrt{\\frac{-u}{\\sin u}}\\,e^{-x u^2/2}\\,du
+    """
+    from scipy import integrate
+
+    tot = 0.0
+    for j in range(1, 40):
+        a, b = (2 * j - 1) * math.pi, 2 * j * math.pi
+        if x * a * a / 2 > 745:  # every later term underflows
+            break
+        v, _ = integrate.quad(lambda u: 2 * math.sqrt(-u / math.sin(u)) * math.exp(-x * u * u / 2) / u, a, b,
+                              limit=200)
+        tot += v if j % 2 else -v
+        if abs(v) <= 1e-14 * abs(tot):
+            break
+    return max(0.0, tot / math.pi)
+
+
+def cvm_p_value(t: float, *, n_reference: int, n_current: int, ties: tuple[float, float] | None = None) -> float:
+    """Asymptotic p-value of the two-sample T, as ``scipy.stats.cramervonmises_2samp(method="asymptotic")``.
+
+    ``ties``: the null mean and variance of the tied limit
+    (:func:`tie_moments_cvm`); T's finite-sample moments are then scaled by
+    their ratio to the continuous 1/6 and 1/45 before scipy's mapping onto
+    the limiting law.
+    """
+    n, m = n_reference, n_current
+    big_n, k = n + m, n * m
+    et = (1 + 1 / big_n) / 6
+    vt = (big_n + 1) * (4 * k * big_n - 3 * (n * n + m * m) - 2 * k) / (45 * big_n * big_n * 4 * k)
+    if ties is not None:
+        et, vt = et * 6 * ties[0], vt * 45 * ties[1]
+    if vt <= 0:  # one value on both sides: nothing can differ
+        return 1.0
+    tn = 1 / 6 + (t - et) / math.sqrt(45 * vt)
+    if tn < 0.003:
+        return 1.0
+    if tn >= 1.0:  # p <= 0.0025: 1 - cdf loses its digits (scipy returns noise near 1e-8 there)
+        return _cvm_sf_inf(tn)
+    return max(0.0, 1.0 - _cvm_cdf_inf(tn))
+
+
+def cramer_von_mises_binned(reference: np.ndarray, current: np.ndarray) -> tuple[float, float, float]:
+    """Two-sample Cramér–von Mises test on grid counts: ``(T, p_value, omega2)``.
+
+    Anderson's (1962) form on the pooled sample,
+
+    .. math:: T = \\frac{nm}{N^2} \\sum_{z} (F_n(z) - G_m(z))^2
+
+    with the grid bins as groups of tied values (both CDFs taken at the end
+    of each bin).  For untied data this is exactly the statistic of
+    ``scipy.stats.cramervonmises_2samp``; the out-of-range slots (first and
+    last counts) hold current values only and are summed as distinct values.
+    The p-value is scipy's asymptotic one.  (With heavy ties scipy's rank
+    formula :math:`U = n\\sum(r_i - i)^2 + \\dots` with midranks is *not*
+    this statistic and rejects almost always on no-change discrete data; the
+    ECDF form stays conservative.)
+
+    ``omega2`` is the effect size reported as the finding's value, the
+    Cramér–von Mises distance :math:`\\omega^2 = T/n_{eff} = \\sum_j h_j
+    (F_j - G_j)^2` (:math:`h_j` the pooled share of bin j,
+    :math:`n_{eff} = nm/N`).
+
+    >>> from scipy.stats import cramervonmises_2samp
+    >>> rng = np.random.default_rng(0)
+    >>> x, y = rng.poisson(3, 400).astype(float), rng.poisson(3.5, 300).astype(float)
+    >>> ref = NumericReference.from_values(x)
+    >>> t, p, w = cramer_von_mises_binned(ref.counts, NumericCounts.of(y, ref).counts)
+    >>> round(t, 3), round(w, 4)
+    (0.497, 0.0029)
+    >>> z, q = rng.normal(size=400), rng.normal(0.3, size=300)
+    >>> refz = NumericReference.from_values(z)
+    >>> tz, pz, _ = cramer_von_mises_binned(refz.counts, NumericCounts.of(q, refz).counts)
+    >>> r = cramervonmises_2samp(z, q)
+    >>> bool(abs(tz - r.statistic) < 0.01), bool(abs(pz - r.pvalue) < 0.01)
+    (True, True)
+    """
+    p, q, n, m = _counts(reference, current)
+    if n == 0 or m == 0:
+        return 0.0, 1.0, 0.0
+    big_n = n + m
+    cp, cq = np.cumsum(p), np.cumsum(q)
+    d = cp / n - cq / m
+    terms = (p + q) * d * d
+    for slot in (0, p.size - 1):
+        f = q[slot]
+        if p[slot] == 0 and f > 1:  # current-only run beyond the reference range: distinct values
+            d0 = (cp[slot] - p[slot]) / n - (cq[slot] - f) / m
+            terms[slot] = f * d0 * d0 - d0 * f * (f + 1) / m + f * (f + 1) * (2 * f + 1) / (6 * m * m)
+    omega2 = float(terms.sum() / big_n)
+    t = omega2 * n * m / big_n
+    h = tie_shares(p, q)
+    ties = tie_moments_cvm(h) if h is not None else None
+    return t, cvm_p_value(t, n_reference=n, n_current=m, ties=ties), omega2
+
+
+_AD_B0 = np.array([0.675, 1.281, 1.645, 1.96, 2.326, 2.573, 3.085])
+_AD_B1 = np.array([-0.245, 0.25, 0.678, 1.149, 1.822, 2.364, 3.615])
+_AD_B2 = np.array([-0.105, -0.305, -0.362, -0.391, -0.396, -0.345, -0.154])
+_AD_SIG = np.array([0.25, 0.1, 0.05, 0.025, 0.01, 0.005, 0.001])
+#: variance of the limit of A²_akN for k = 2, continuous data: 2(π² - 9)/3
+_AD_VAR_CONTINUOUS = 2 * (math.pi ** 2 - 9) / 3
+
+
+@functools.lru_cache(maxsize=16)
+def _ad_fit(k: int) -> tuple[np.ndarray, float, float]:
+    m = k - 1
+    crit = _AD_B0 + _AD_B1 / math.sqrt(m) + _AD_B2 / m
+    return np.polyfit(crit, np.log(_AD_SIG), 2), float(crit.min()), float(crit.max())
+
+
+def ad_p_value(a2: float, *, k: int = 2) -> float:
+    """p-value of a standardised k-sample Anderson–Darling statistic.
+
+    Inside Scholz & Stephens' table (0.001 ≤ p ≤ 0.25) this is exactly
+    ``scipy.stats.anderson_ksamp``'s quadratic interpolation of log p.
+    scipy caps p at 0.25 and floors it at 0.001; here the fit is continued
+    log-linearly with its slope at the table's ends (capped at 1), so a
+    large shift across many features still survives the correction.
+    """
+    pf, lo, hi = _ad_fit(k)
+    if a2 < lo:
+        logp = np.polyval(pf, lo) + np.polyval(np.polyder(pf), lo) * (a2 - lo)
+    elif a2 > hi:
+        logp = np.polyval(pf, hi) + np.polyval(np.polyder(pf), hi) * (a2 - hi)
+    else:
+        logp = np.polyval(pf, a2)
+    return float(min(1.0, math.exp(logp)))
+
+
+def _ad_sigma2(n: int, m: int) -> float:
+    """Variance of A²_akN under H0 for two samples (Scholz & Stephens 1987, as scipy)."""
+    big_n, k = n + m, 2
+    h_n = 1.0 / n + 1.0 / m
+    if big_n <= 20_000:
+        hs_cs = (1.0 / np.arange(big_n - 1, 1, -1)).cumsum()
+        h = float(hs_cs[-1]) + 1
+        g = float((hs_cs / np.arange(2, big_n)).sum())
+    else:  # asymptotic expansions: h exact to rounding, g to 0.5/N^2 (< 2e-9 here)
+        h = float(special.digamma(big_n) + np.euler_gamma)
+        g = math.pi ** 2 / 6 - (2 * math.log(big_n) + 2 * np.euler_gamma + 1) / big_n
+    a = (4 * g - 6) * (k - 1) + (10 - 6 * g) * h_n
+    b = (2 * g - 4) * k ** 2 + 8 * h * k + (2 * g - 14 * h - 4) * h_n - 8 * h + 4 * g - 6
+    c = (6 * h + 2 * g - 2) * k ** 2 + (4 * h - 4 * g + 6) * k + (2 * h - 6) * h_n + 4 * h
+    d = (2 * h + 6) * k ** 2 - 4 * h * k
+    return (a * big_n ** 3 + b * big_n ** 2 + c * big_n + d) / ((big_n - 1.0) * (big_n - 2.0) * (big_n - 3.0))
+
+
+def _ad_free_run(f: int, b0: float, m0: float, r0: float, n: int, m: int) -> float:
+    """Sum of A²_akN terms over ``f`` distinct current-only values after b0 pooled, m0 current, r0 reference."""
+    big_n = n + m
+    total = 0.0
+    for start in range(0, f, 1 << 20):  # chunks of the run, not rows of a loop
+        t = np.arange(start, min(f, start + (1 << 20)), dtype=np.float64)
+        ba = b0 + t + 0.5
+        den = ba * (big_n - ba) - big_n / 4
+        total += float(np.sum((big_n * (m0 + t + 0.5) - ba * m) ** 2 / den) / m
+                       + np.sum((big_n * r0 - ba * n) ** 2 / den) / n)
+    return total / big_n
+
+
+def anderson_darling_binned(reference: np.ndarray, current: np.ndarray) -> tuple[float, float, float]:
+    """Two-sample (k = 2) Anderson–Darling test on grid counts: ``(A2, p_value, distance)``.
+
+    The midrank statistic :math:`A^2_{akN}` of Scholz & Stephens (1987, eq. 7)
+    with each grid bin a group of tied values — what
+    ``scipy.stats.anderson_ksamp(variant="midrank")`` computes when values
+    tie; the out-of-range slots hold current values only and are treated as
+    distinct values.  ``A2`` is standardised as in scipy,
+    :math:`(A^2_{akN} - 1)/\\sigma_N`; with material ties
+    (:data:`MATERIAL_TIE`) :math:`\\sigma_N^2` is scaled by the ratio of the
+    tied to the continuous limiting variance (:func:`tie_variance_ad`).  The
+    p-value is :func:`ad_p_value`.
+
+    ``distance`` is the effect size reported as the finding's value,
+    :math:`A^2_{akN} \\cdot N/(nm)`: the Anderson–Darling distance
+    :math:`\\int (F-G)^2 / (H(1-H))\\,dH` (H the pooled CDF), which does not
+    grow with the sample size.
+
+    >>> from scipy.stats import anderson_ksamp
+    >>> rng = np.random.default_rng(0)
+    >>> x, y = rng.normal(size=400), rng.normal(0.15, size=300)
+    >>> ref = NumericReference.from_values(x)
+    >>> a2, p, dist = anderson_darling_binned(ref.counts, NumericCounts.of(y, ref).counts)
+    >>> r = anderson_ksamp([x, y], variant="midrank")
+    >>> round(a2, 2), round(float(r.statistic), 2), round(p, 4), round(r.pvalue, 4), round(dist, 4)
+    (3.58, 3.58, 0.0116, 0.0116, 0.0217)
+    """
+    p, q, n, m = _counts(reference, current)
+    if n == 0 or m == 0:
+        return 0.0, 1.0, 0.0
+    big_n = n + m
+    below, above = int(q[0]) if p[0] == 0 else 0, int(q[-1]) if p[-1] == 0 else 0
+    core_p, core_q = p.copy(), q.copy()
+    if below:
+        core_q[0] = 0
+    if above:
+        core_q[-1] = 0
+    l_all = core_p + core_q
+    keep = l_all > 0
+    l, pp, qq = l_all[keep], core_p[keep], core_q[keep]
+    if l.size + below + above < 2:
+        return 0.0, 1.0, 0.0
+    # cumulative counts include the values below the reference range (they come first)
+    ba = below + np.cumsum(l) - l / 2
+    mp = np.cumsum(pp) - pp / 2
+    mq = below + np.cumsum(qq) - qq / 2
+    den = ba * (big_n - ba) - big_n * l / 4
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tp = np.where(den > 0, l / big_n * (big_n * mp - ba * n) ** 2 / den, 0.0)
+        tq = np.where(den > 0, l / big_n * (big_n * mq - ba * m) ** 2 / den, 0.0)
+    a2akn = tp.sum() / n + tq.sum() / m
+    if below:
+        a2akn += _ad_free_run(below, 0.0, 0.0, 0.0, n, m)
+    if above:
+        a2akn += _ad_free_run(above, big_n - above, m - above, float(n), n, m)
+    a2akn *= (big_n - 1.0) / big_n
+    sigma2 = _ad_sigma2(n, m)
+    h = tie_shares(p, q)
+    if h is not None:
+        sigma2 *= tie_variance_ad(h) / _AD_VAR_CONTINUOUS
+    a2 = float((a2akn - 1) / math.sqrt(sigma2)) if sigma2 > 0 else 0.0
+    return a2, ad_p_value(a2), float(a2akn * big_n / (n * m))
+
+
+# =========================================================================== moments
+
+def _centre(reference: NumericReference) -> tuple[float, int]:
+    """The grid edge nearest the reference median and its index in ``edges``."""
+    f = np.cumsum(reference.counts)[:-1] / reference.n
+    k = int(np.argmin(np.abs(f - 0.5)))
+    return float(reference.edges[k]), k
+
+
+def mean_abs_deviation(counts: NumericCounts | NumericReference, reference: NumericReference
+                       ) -> tuple[float, float]:
+    """Mean and variance of :math:`|x - c|` about the reference median *c* (a grid edge), from grid counts.
+
+    Interior bins lie on one side of *c* and count at their midpoints; the
+    out-of-range slots use their exact sums; the second moment
+    :math:`\\overline{(x-c)^2} = m_2/n + (\\bar x - c)^2` is exact.
+    """
+    e = reference.edges
+    c, _ = _centre(reference)
+    cnt = counts.counts.astype(np.float64)
+    n = float(cnt.sum())
+    if isinstance(counts, NumericReference):
+        mean, m2, below, above = counts.mean, counts.std ** 2 * (counts.n - 1), 0.0, 0.0
+    else:
+        mean, m2, below, above = counts.mean, counts.m2, counts.below_sum, counts.above_sum
+    mid = 0.5 * (e[:-1] + e[1:])
+    total = float(np.sum(cnt[1:-1] * np.abs(mid - c)))
+    total += cnt[0] * c - below + above - cnt[-1] * c
+    mad = total / n
+    second = m2 / n + (mean - c) ** 2
+    return mad, max(second - mad * mad, 0.0)
+
+
+def _score_sums(lo: np.ndarray, hi: np.ndarray, big_n: int, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """Sum and sum of squares of rank scores over the rank ranges ``lo..hi`` (inclusive, 1-based).
+
+    ``kind`` "wilcoxon": a(r) = r; "ansari": a(r) = min(r, N + 1 - r).
+    """
+    def s1(x: np.ndarray) -> np.ndarray:
+        return x * (x + 1) / 2
+
+    def s2(x: np.ndarray) -> np.ndarray:
+        return x * (x + 1) * (2 * x + 1) / 6
+
+    if kind == "wilcoxon":
+        return s1(hi) - s1(lo - 1), s2(hi) - s2(lo - 1)
+    fc = float((big_n + 1) // 2)
+
+    def c1(x: np.ndarray) -> np.ndarray:
+        up = np.minimum(x, fc)
+        return s1(up) + np.where(x > fc, s1(big_n - fc) - s1(big_n - x), 0.0)
+
+    def c2(x: np.ndarray) -> np.ndarray:
+        up = np.minimum(x, fc)
+        return s2(up) + np.where(x > fc, s2(big_n - fc) - s2(big_n - x), 0.0)
+
+    return c1(hi) - c1(lo - 1), c2(hi) - c2(lo - 1)
+
+
+def rank_test(reference: np.ndarray, current: np.ndarray, *, kind: str) -> tuple[float, float]:
+    """Linear rank test of two grid histograms: ``(z, two-sided p)``.
+
+    The current sample's sum of rank scores against its permutation
+    distribution: :math:`E = m\\bar a`, :math:`\\mathrm{Var} = \\frac{nm}{N(N-1)}
+    \\sum_i (a_i - \\bar a)^2`, normal approximation.  Values in one grid bin
+    are tied (they share the bin's mean score); the out-of-range slots hold
+    current values only and are scored as distinct values.  ``kind``
+    "wilcoxon" is the Mann–Whitney / Wilcoxon rank-sum test (location),
+    "ansari" the Ansari–Bradley test (spread).  Both are distribution-free,
+    so they hold their level for skewed and heavy-tailed data where a Welch
+    z or an F test of variances does not.
+
+    >>> z, p = rank_test(np.array([0, 30, 40, 30, 0]), np.array([0, 10, 40, 50, 0]), kind="wilcoxon")
+    >>> round(z, 3), round(p, 6)   # scipy.stats.mannwhitneyu(..., use_continuity=False): p = 0.000233
+    (3.68, 0.000233)
+    """
+    p = np.asarray(reference, dtype=np.float64)
+    q = np.asarray(current, dtype=np.float64)
+    n, m = p.sum(), q.sum()
+    big_n = n + m
+    if n == 0 or m == 0 or big_n < 2:
+        return 0.0, 1.0
+    free = np.zeros(p.size, bool)
+    free[[0, -1]] = True
+    free &= (p == 0)
+    keep = (p + q) > 0
+    p, q, free = p[keep], q[keep], free[keep]
+    l = p + q
+    hi = np.cumsum(l)
+    sum1, sum2 = _score_sums(hi - l + 1, hi, int(big_n), kind)
+    stat = float(np.sum(np.where(free, sum1, q * sum1 / l)))
+    mean_a = float(sum1.sum()) / big_n
+    ss = float(np.sum(np.where(free, sum2, sum1 * sum1 / l))) - big_n * mean_a * mean_a
+    var = n * m / (big_n * (big_n - 1)) * ss
+    if var <= 0:
+        return 0.0, 1.0
+    z = (stat - m * mean_a) / math.sqrt(var)
+    return float(z), float(2 * special.ndtr(-abs(z)))
+
+
+def mean_shift(reference: NumericReference, current: NumericCounts) -> tuple[float, float, str]:
+    """Standardised shift of the mean and of the spread, with a test: ``(value, p_value, note)``.
+
+    * value: :math:`\\max(|\\bar y - \\bar x| / s_x,\\; |a_y / a_x - 1|)` — the mean
+      shift in reference sds or the relative change of the mean absolute
+      deviation *a* about the reference median, whichever is larger (a
+      scale change by 20 % gives 0.2).  When the reference is constant both
+      are scaled by the sd of both samples together.
+    * p-value: :math:`\\min(1, 2\\min(p_{loc}, p_{spread}))`, Bonferroni over a
+      Wilcoxon rank-sum test (location) and an Ansari–Bradley test (spread)
+      on the grid counts (:func:`rank_test`).  A Welch z and an F test of the
+      running moments were measured first: on skewed or heavy-tailed
+      columns (lognormal, t3) with windows of a few hundred rows they
+      rejected 3-6 times the nominal rate at p = 0.0025, the level that
+      matters after Benjamini–Hochberg over 20 features; the rank tests hold it.
+
+    >>> ref = NumericReference.from_values(np.random.default_rng(0).normal(size=10000))
+    >>> v, p, _ = mean_shift(ref, NumericCounts.of(np.random.default_rng(1).normal(0.5, 1.0, size=5000), ref))
+    >>> round(v, 1), p < 1e-12
+    (0.5, True)
+    """
+    xr, sr = reference.mean, reference.std
+    xc = current.mean
+    scale, note = _scale(reference, current)
+    ar, _ = mean_abs_deviation(reference, reference)
+    ac, _ = mean_abs_deviation(current, reference)
+    d_mean = abs(xc - xr) / scale if scale > 0 else 0.0
+    if ar > 0:
+        d_spread = abs(ac / ar - 1)
+    else:
+        d_spread = abs(ac - ar) / scale if scale > 0 else 0.0
+    _, p_loc = rank_test(reference.counts, current.counts, kind="wilcoxon")
+    _, p_spread = rank_test(reference.counts, current.counts, kind="ansari")
+    text = f"mean {xc:.6g} (reference {xr:.6g}), mean abs deviation {ac:.6g} (reference {ar:.6g})"
+    return (float(max(d_mean, d_spread)), float(min(1.0, 2 * min(p_loc, p_spread))),
+            "; ".join(x for x in (text, note) if x))
+
+
+# =========================================================================== raw samples (exact tests)
+
+@dataclass(kw_only=True)
+class RawSample:
+    """Raw finite values per column, for exact tests on request; ``merge`` concatenates.
+
+    Memory grows with the window: this is the explicit opt-in of ``exact: true``.
+    """
+
+    values: dict[str, np.ndarray]
+
+    def merge(self, other: RawSample) -> RawSample:
+        keys = list(dict.fromkeys([*self.values, *other.values]))
+        empty = np.empty(0)
+        return RawSample(values={k: np.concatenate([self.values.get(k, empty), other.values.get(k, empty)])
+                                 for k in keys})
+
+
+#: keys under which a batch's model columns are kept (they have no column name in a Batch)
+SCORE_KEY, PREDICTION_KEY = "\0score", "\0prediction"
+
+
+def batch_numeric(batch: Batch) -> dict[str, np.ndarray]:
+    """A batch's numeric columns, with the score (and a numeric prediction) under role keys."""
+    out = {k: np.asarray(v, dtype=np.float64) for k, v in batch.numeric.items()}
+    if batch.score is not None:
+        out[SCORE_KEY] = np.asarray(batch.score, dtype=np.float64)
+    if batch.prediction is not None and np.asarray(batch.prediction).dtype.kind in "fiub":
+        out[PREDICTION_KEY] = np.asarray(batch.prediction, dtype=np.float64)
+    return out
+
+
+def role_key(profile: Profile, column: str) -> str:
+    """The key of ``column`` in :func:`batch_numeric`'s output."""
+    role = profile.roles.get(column)
+    if role == "score":
+        return SCORE_KEY
+    if role == "prediction":
+        return PREDICTION_KEY
+    return column
+
+
+@dataclass(frozen=True, kw_only=True)
+class _ExactReference(NumericReference):
+    sample: np.ndarray
+
+
+@dataclass(kw_only=True)
+class _ExactCounts(NumericCounts):
+    sample: np.ndarray
+
+
+def _with_sample(obj: Any, cls: type, sample: np.ndarray) -> Any:
+    return cls(**{f.name: getattr(obj, f.name) for f in fields(obj)}, sample=sample)
+
+
+# =========================================================================== detectors
+
+def _join(*notes: str | None) -> str | None:
+    return "; ".join(n for n in notes if n) or None
+
+
+class _BinnedDistance(ColumnDrift):
+    """A distance over the ten reference-quantile bins (numeric) or the categories (categorical).
+
+    The p-value is the chi-square homogeneity test of the same bins (for
+    categories: :func:`~detectors.drift_categorical.homogeneity_table`, every
+    category its own column and sparse ones pooled, see
+    :mod:`detectors.drift_categorical`).
+    """
+
+    applies_to = frozenset({"numeric", "categorical"})
+
+    def distance(self, p: np.ndarray, q: np.ndarray) -> float:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def statistic(self, reference: Any, current: Any) -> Stat:
+        p, q, _ = binned_pair(reference, current)
+        _, pv, _, pooled = contingency_test(*homogeneity_table(reference, current))
+        return Stat(value=self.distance(p, q), p_value=pv,
+                    note=_join(pooled_note(pooled), unseen_note(current, reference)))
+
+
+class PSI(_BinnedDistance):
+    """Population stability index on 10 reference-quantile bins (numeric) or over categories.
+
+    .. math:: \\mathrm{PSI} = \\sum_i (q_i - p_i) \\ln (q_i / p_i)
+
+    Numeric: the bins are the reference deciles (ties merged); values below
+    the reference minimum fall in the first bin, above the maximum in the
+    last.  Categorical: the reference categories plus one ``<unseen>``
+    column.  **Smoothing**: proportions are raised to at least ``1e-4``
+    (:data:`PSI_EPSILON`) before the logarithm, so a bin empty on one side
+    and holding the share *s* on the other contributes
+    :math:`(s - 10^{-4}) \\ln(s / 10^{-4})` — finite, at most 9.2 — rather than
+    infinity (tested in ``tests/test_drift_kernels.py``).
+
+    p-value: numeric, :func:`psi_p_value` (:math:`\\mathrm{PSI}\\,nm/(n+m)
+    \\approx \\chi^2_{k-1}`); categorical, the chi-square homogeneity test on
+    the category table (every category its own column, sparse ones
+    pooled).  A PSI past its threshold on a handful of rows is therefore
+    not an alarm.
+
+    Defaults: ``warn`` 0.04 and ``alert`` 0.25 — the PSI of a 0.2-sd and a
+    0.5-sd normal location shift on deciles (the rule of thumb 0.1 / 0.25
+    corresponds to 0.33 / 0.5 sd; set ``warn: 0.1`` for it); ``alpha`` 0.05
+    after Benjamini–Hochberg; ``min_rows`` 100; ``features`` (all).
+
+    >>> from detectors.profile import NumericReference, NumericCounts, Profile
+    >>> from detectors.base import Context
+    >>> from datetime import datetime, timezone
+    >>> rng = np.random.default_rng(0)
+    >>> ref = NumericReference.from_values(rng.normal(size=5000))
+    >>> cur = NumericCounts.of(rng.normal(1.0, size=5000), ref)
+    >>> t = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    >>> f = PSI().score(Profile(n_rows=5000, numeric={"x": ref}), Profile(n_rows=5000, numeric={"x": cur}),
+    ...                 context=Context(model="m", window_start=t, window_end=t))[0]
+    >>> f.status, round(f.value, 1)
+    ('alert', 1.0)
+    """
+
+    name: ClassVar[str] = "psi"
+    statistic_name: ClassVar[str] = "psi"
+    params = drift_params(warn=0.04, alert=0.25, test=True)
+
+    def distance(self, p: np.ndarray, q: np.ndarray) -> float:
+        return psi(p, q)
+
+    def statistic(self, reference: Any, current: Any) -> Stat:
+        if isinstance(reference, CategoricalReference):
+            return super().statistic(reference, current)
+        ref = np.add.reduceat(reference.counts, reference.psi_cuts)
+        cur = np.add.reduceat(current.counts, reference.psi_cuts)
+        value = psi(ref, cur)
+        return Stat(value=value, p_value=psi_p_value(value, n_reference=reference.n,
+                                                     n_current=current.n_finite, bins=ref.size))
+
+
+class JensenShannon(_BinnedDistance):
+    """Jensen–Shannon distance, base 2 (in [0, 1]), on the 10 reference-quantile bins or the categories.
+
+    .. math:: \\mathrm{JS} = \\sqrt{\\tfrac12 \\sum_i p_i \\log_2 \\tfrac{p_i}{m_i}
+              + \\tfrac12 \\sum_i q_i \\log_2 \\tfrac{q_i}{m_i}}, \\quad m = \\tfrac12(p+q)
+
+    Computed on the same ten reference-quantile bins as PSI (not the fine
+    grid: on ~2000 bins sampling noise alone would dominate the distance);
+    no smoothing is needed.  p-value: chi-square homogeneity test on the
+    same bins (categories: every category its own column, sparse ones pooled).
+
+    Defaults: ``warn`` 0.08, ``alert`` 0.2 — the JS distance of a 0.2-sd and a
+    0.5-sd normal location shift on deciles; ``alpha`` 0.05 (BH); ``min_rows`` 100.
+
+    >>> ref = NumericReference.from_values(np.random.default_rng(0).normal(size=20000))
+    >>> s = JensenShannon().statistic(ref, NumericCounts.of(np.random.default_rng(1).normal(0.5, size=20000), ref))
+    >>> round(s.value, 1), s.p_value < 1e-12
+    (0.2, True)
+    """
+
+    name: ClassVar[str] = "jensen_shannon"
+    statistic_name: ClassVar[str] = "js_distance"
+    params = drift_params(warn=0.08, alert=0.2, test=True)
+
+    def distance(self, p: np.ndarray, q: np.ndarray) -> float:
+        return js_distance(p, q)
+
+
+class KLDivergence(_BinnedDistance):
+    """Kullback–Leibler divergence of the current from the reference (nats), 10 quantile bins or categories.
+
+    .. math:: \\mathrm{KL}(q\\|p) = \\sum_i q_i \\ln (q_i/p_i)
+
+    Proportions raised to at least ``1e-4`` and renormalised (see
+    :func:`kl_divergence`).  p-value: chi-square homogeneity test on the
+    same bins (categories: every category its own column, sparse ones pooled).
+
+    Defaults: ``warn`` 0.02, ``alert`` 0.12 — the KL of a 0.2-sd and a
+    0.5-sd normal location shift on deciles; ``alpha`` 0.05 (BH); ``min_rows`` 100.
+
+    >>> ref = NumericReference.from_values(np.random.default_rng(0).normal(size=20000))
+    >>> s = KLDivergence().statistic(ref, NumericCounts.of(np.random.default_rng(1).normal(0.5, size=20000), ref))
+    >>> round(s.value, 2), s.p_value < 1e-12
+    (0.11, True)
+    """
+
+    name: ClassVar[str] = "kl_divergence"
+    statistic_name: ClassVar[str] = "kl_divergence"
+    params = drift_params(warn=0.02, alert=0.12, test=True)
+
+    def distance(self, p: np.ndarray, q: np.ndarray) -> float:
+        return kl_divergence(p, q)
+
+
+class Hellinger(_BinnedDistance):
+    """Hellinger distance (in [0, 1]) on the 10 reference-quantile bins or the categories.
+
+    .. math:: H = \\sqrt{\\tfrac12 \\sum_i (\\sqrt{p_i} - \\sqrt{q_i})^2}
+
+    p-value: chi-square homogeneity test on the same bins (categories: every
+    category its own column, sparse ones pooled).
+
+    Defaults: ``warn`` 0.07, ``alert`` 0.17 — the distance of a 0.2-sd and a
+    0.5-sd normal location shift on deciles; ``alpha`` 0.05 (BH); ``min_rows`` 100.
+
+    >>> ref = NumericReference.from_values(np.random.default_rng(0).normal(size=20000))
+    >>> s = Hellinger().statistic(ref, NumericCounts.of(np.random.default_rng(1).normal(0.5, size=20000), ref))
+    >>> round(s.value, 2), s.p_value < 1e-12
+    (0.17, True)
+    """
+
+    name: ClassVar[str] = "hellinger"
+    statistic_name: ClassVar[str] = "hellinger_distance"
+    params = drift_params(warn=0.07, alert=0.17, test=True)
+
+    def distance(self, p: np.ndarray, q: np.ndarray) -> float:
+        return hellinger(p, q)
+
+
+class Wasserstein(ColumnDrift):
+    """Wasserstein-1 distance divided by the reference standard deviation.
+
+    .. math:: W = \\frac{1}{s_{ref}} \\int |F_{ref}(x) - F_{cur}(x)|\\,dx
+
+    From the fine-grid counts (uniform mass within each bin) with the values
+    outside the reference range handled exactly from their sums (see
+    :func:`wasserstein_binned`); within 1 % of
+    ``scipy.stats.wasserstein_distance``.  A location shift of *d* sds gives
+    W = *d* for any distribution.  When the reference is constant the
+    distance is scaled by the sd of both samples together.
+
+    p-value: the Cramér–von Mises test on the same grid
+    (:func:`cramer_von_mises_binned`).  W1 has no distribution-free null
+    law, and moment-matched approximations of its limit
+    :math:`\\int |B(F(x))|\\,dx` proved too light-tailed (2-3x the nominal
+    rate at p = 0.002 for skewed data), so the guard against noise is the
+    calibrated CvM test of the same counts.
+
+    Defaults: ``warn`` 0.2, ``alert`` 0.5 (sds); ``alpha`` 0.05 (BH); ``min_rows`` 100.
+
+    >>> ref = NumericReference.from_values(np.random.default_rng(0).normal(size=20000))
+    >>> s = Wasserstein().statistic(ref, NumericCounts.of(np.random.default_rng(1).normal(0.5, size=20000), ref))
+    >>> round(s.value, 1), s.p_value < 1e-12
+    (0.5, True)
+    """
+
+    name: ClassVar[str] = "wasserstein"
+    statistic_name: ClassVar[str] = "wasserstein_sd"
+    applies_to = frozenset({"numeric"})
+    params = drift_params(warn=0.2, alert=0.5, test=True)
+
+    def statistic(self, reference: NumericReference, current: NumericCounts) -> Stat:
+        w1 = wasserstein_binned(reference, current)
+        scale, note = _scale(reference, current)
+        value = w1 / scale if scale > 0 else 0.0
+        _, pv, _ = cramer_von_mises_binned(reference.counts, current.counts)
+        return Stat(value=float(value), p_value=pv, note=_join(f"W1 {w1:.6g} in column units", note))
+
+
+class KS(ColumnDrift):
+    """Two-sample Kolmogorov–Smirnov test; the value is the statistic D.
+
+    Binned on the reference grid by default (see :func:`ks_binned`: within
+    1e-3 of the exact D, conservative p-value); the p-value is the
+    asymptotic one of :func:`ks_p_value`.
+
+    ``exact: true`` keeps the raw finite values of the reference (once) and
+    of every window batch (through the per-batch hooks) and runs
+    ``scipy.stats.ks_2samp`` on them: memory then grows with the window.
+
+    Defaults: ``warn`` 0.06 and ``alert`` 0.15 — the D of a 0.2-sd and a
+    0.5-sd location shift of a uniform feature, :math:`d/\\sqrt{12}`, the
+    unimodal shape on which KS is least sensitive (a normal gives
+    :math:`2\\Phi(d/2) - 1`: 0.08 and 0.2), so a 0.2-sd shift of any unimodal
+    feature reaches ``warn``; ``alpha`` 0.05 (BH); ``min_rows`` 100;
+    ``exact`` false.
+
+    >>> from detectors.profile import NumericReference, NumericCounts
+    >>> rng = np.random.default_rng(1)
+    >>> ref = NumericReference.from_values(rng.normal(size=20000))
+    >>> cur = NumericCounts.of(rng.normal(0.5, size=20000), ref)
+    >>> s = KS().statistic(ref, cur)
+    >>> round(s.value, 2), s.p_value < 1e-10
+    (0.2, True)
+    """
+
+    name: ClassVar[str] = "ks"
+    statistic_name: ClassVar[str] = "ks_d"
+    applies_to = frozenset({"numeric"})
+    params = {**drift_params(warn=0.06, alert=0.15, test=True),
+              "exact": Param(False, boolean, "exact test on the raw samples (memory grows with the window)")}
+
+    @property  # type: ignore[override]
+    def uses_batches(self) -> bool:  # only the exact test needs the raw values
+        return bool(self.exact)
+
+    def reference_extra(self, reference: Batch) -> Any:
+        return self.batch_extra(None, reference) if self.exact else None
+
+    def batch_extra(self, reference_extra: Any, batch: Batch) -> RawSample | None:
+        if not self.exact:
+            return None
+        return RawSample(values={k: v[np.isfinite(v)] for k, v in batch_numeric(batch).items()})
+
+    def score(self, summary: Profile, current: Profile, *, context: Context) -> list[Finding]:
+        ref_raw, cur_raw = summary.extras.get(self.key), current.extras.get(self.key)
+        if not self.exact or ref_raw is None:
+            return super().score(summary, current, context=context)
+        cur_values = cur_raw.values if cur_raw is not None else {}
+        numeric_ref, numeric_cur = dict(summary.numeric), dict(current.numeric)
+        for col, ref in summary.numeric.items():
+            key = role_key(summary, col)
+            if key in ref_raw.values and col in current.numeric:
+                numeric_ref[col] = _with_sample(ref, _ExactReference, ref_raw.values[key])
+                numeric_cur[col] = _with_sample(current.numeric[col], _ExactCounts,
+                                                cur_values.get(key, np.empty(0)))
+        return super().score(
+            Profile(n_rows=summary.n_rows, numeric=numeric_ref, categorical=summary.categorical,
+                    roles=summary.roles, extras=summary.extras),
+            Profile(n_rows=current.n_rows, numeric=numeric_cur, categorical=current.categorical,
+                    roles=current.roles, extras=current.extras),
+            context=context)
+
+    def statistic(self, reference: NumericReference, current: NumericCounts) -> Stat:
+        if isinstance(reference, _ExactReference) and isinstance(current, _ExactCounts) and current.sample.size:
+            res = stats.ks_2samp(reference.sample, current.sample)
+            return Stat(value=float(res.statistic), p_value=float(res.pvalue), note="exact")
+        d = ks_binned(reference.counts, current.counts)
+        return Stat(value=d, p_value=ks_p_value(d, n_reference=reference.n, n_current=current.n_finite))
+
+
+class CramerVonMises(ColumnDrift):
+    """Two-sample Cramér–von Mises test on the fine grid; the value is the CvM distance ω².
+
+    .. math:: \\omega^2 = \\int (F_{ref} - F_{cur})^2\\,dH
+
+    (:math:`H` the pooled CDF).  The test statistic :math:`T` (Anderson's
+    ECDF form: ``scipy.stats.cramervonmises_2samp``'s statistic for untied
+    data, grid bins as ties) and scipy's asymptotic p-value — with the null
+    moments of the tied statistic when a bin holds 1 % of the pooled sample,
+    and Smirnov's integral far in the tail — are computed by
+    :func:`cramer_von_mises_binned`; T is stated in the note.  The value does
+    not grow with the sample size (:math:`T = n_{eff}\\,\\omega^2`, about 1/6
+    under no change).
+
+    Defaults: ``warn`` 0.004, ``alert`` 0.02 — ω² of a 0.2-sd and a 0.5-sd
+    normal location shift (:math:`\\approx 0.092 d^2` for small *d*);
+    ``alpha`` 0.05 (BH); ``min_rows`` 100.
+
+    >>> ref = NumericReference.from_values(np.random.default_rng(0).normal(size=20000))
+    >>> s = CramerVonMises().statistic(ref, NumericCounts.of(np.random.default_rng(1).normal(0.5, size=20000), ref))
+    >>> round(s.value, 3), s.p_value < 1e-6
+    (0.021, True)
+    """
+
+    name: ClassVar[str] = "cramer_von_mises"
+    statistic_name: ClassVar[str] = "cvm_distance"
+    applies_to = frozenset({"numeric"})
+    params = drift_params(warn=0.004, alert=0.02, test=True)
+
+    def statistic(self, reference: NumericReference, current: NumericCounts) -> Stat:
+        t, pv, omega2 = cramer_von_mises_binned(reference.counts, current.counts)
+        return Stat(value=omega2, p_value=pv, note=f"T {t:.6g}")
+
+
+class AndersonDarling(ColumnDrift):
+    """k-sample (k = 2) Anderson–Darling test on the fine grid; the value is the AD distance.
+
+    .. math:: \\mathrm{AD} = \\int \\frac{(F_{ref} - F_{cur})^2}{H(1-H)}\\,dH
+              = A^2_{akN}\\,\\frac{N}{nm}
+
+    The standardised statistic and p-value are those of
+    ``scipy.stats.anderson_ksamp(variant="midrank")`` with grid bins as ties
+    (:func:`anderson_darling_binned`), except that with material ties (a bin
+    holding 1 % of the pooled sample) the variance of the tied statistic
+    replaces the continuous one — scipy's rejects about 7 % of no-change
+    Poisson samples at 5 % — and that beyond scipy's table the p-value is
+    extrapolated instead of capped (:func:`ad_p_value`).  The standardised
+    statistic is stated in the note.  The AD distance weights
+    the tails more than ω² and does not grow with the sample size.
+
+    Defaults: ``warn`` 0.02, ``alert`` 0.12 — the distance of a 0.2-sd and a
+    0.5-sd normal location shift; ``alpha`` 0.05 (BH); ``min_rows`` 100.
+
+    >>> ref = NumericReference.from_values(np.random.default_rng(0).normal(size=20000))
+    >>> s = AndersonDarling().statistic(ref, NumericCounts.of(np.random.default_rng(1).normal(0.5, size=20000), ref))
+    >>> round(s.value, 2), s.p_value < 1e-6
+    (0.11, True)
+    """
+
+    name: ClassVar[str] = "anderson_darling"
+    statistic_name: ClassVar[str] = "ad_distance"
+    applies_to = frozenset({"numeric"})
+    params = drift_params(warn=0.02, alert=0.12, test=True)
+
+    def statistic(self, reference: NumericReference, current: NumericCounts) -> Stat:
+        a2, pv, dist = anderson_darling_binned(reference.counts, current.counts)
+        return Stat(value=dist, p_value=pv, note=f"standardised A2 {a2:.6g}")
+
+
+class MeanShift(ColumnDrift):
+    """Quick test of a shift of the mean or the spread, from the running moments alone.
+
+    Value: :math:`\\max(|\\bar y - \\bar x|/s_x, |a_y/a_x - 1|)` (the mean shift in
+    reference sds, or the relative change of the mean absolute deviation);
+    p-value: Wilcoxon rank-sum (location) and Ansari–Bradley (spread) tests
+    on the grid counts, Bonferroni-combined (see :func:`mean_shift`).  Cheap and
+    blind to shape changes that keep both moments: pair it with ``ks`` or
+    ``wasserstein``.
+
+    Defaults: ``warn`` 0.2, ``alert`` 0.5 (sds; Cohen's small and medium);
+    ``alpha`` 0.05 (BH); ``min_rows`` 100.
+
+    >>> ref = NumericReference.from_values(np.random.default_rng(0).normal(size=20000))
+    >>> s = MeanShift().statistic(ref, NumericCounts.of(np.random.default_rng(1).normal(0.0, 1.5, size=20000), ref))
+    >>> round(s.value, 1), s.p_value < 1e-12
+    (0.5, True)
+    """
+
+    name: ClassVar[str] = "mean_shift"
+    statistic_name: ClassVar[str] = "standardised_shift"
+    applies_to = frozenset({"numeric"})
+    params = drift_params(warn=0.2, alert=0.5, test=True)
+
+    def statistic(self, reference: NumericReference, current: NumericCounts) -> Stat:
+        value, pv, note = mean_shift(reference, current)
+        return Stat(value=value, p_value=pv, note=note)

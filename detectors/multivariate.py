@@ -1,0 +1,222 @@
+"""Multivariate drift: PCA reconstruction error against the reference.
+
+A change of the *joint* distribution — a flipped correlation, a new
+cluster in an empty corner — can leave every marginal as it was, so no
+per-feature detector sees it.  A principal-component model of the
+reference does: rows that break the reference's correlations no longer
+lie near its principal subspace and are reconstructed badly.
+
+Reference (once, :meth:`Multivariate.reference_extra`)
+    The numeric features are standardised with the reference mean and sd;
+    the principal components are fitted on the even rows of the reference
+    (``eigh`` of the d x d covariance) and the smallest number *k* of them
+    explaining at least ``variance`` (0.9) of the variance is kept
+    (1 ≤ k ≤ d-1).  The reconstruction errors of the **odd** rows — held out
+    from the fit, so they are honest out-of-sample errors like the current
+    window's — summarised on a fine grid (:class:`~detectors.profile.NumericReference`)
+    are the reference distribution.  Fitting and scoring the same rows would
+    understate the reference error (the smallest eigen-directions are picked
+    for being small), and every large window would then look drifted.
+
+Window (per batch, :meth:`Multivariate.batch_extra`)
+    The squared reconstruction error of each row,
+    :math:`e = \\|z - z V V^\\top\\|^2`, is counted on the reference error grid
+    (:class:`~detectors.profile.NumericCounts`: mergeable, memory independent
+    of the window).  Rows with a missing or infinite feature get no error
+    and are excluded, which the finding's note states.
+
+Score
+    value: the ratio of mean errors, current over reference; p-value: the
+    binned two-sample KS test of the two error distributions.  Features
+    constant or empty in the reference are left out of the model (stated in
+    the note); fewer than two usable features give no finding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from .base import Batch, Context, Detector, Finding, Param, number, one_of, optional, str_list
+from .decision import adjust_p_values, classify
+from .drift_common import iso
+from .drift_numeric import ks_binned, ks_p_value
+from .profile import NumericCounts, NumericReference, Profile
+
+__all__ = ["PCAModel", "Multivariate", "fit_pca", "reconstruction_errors", "TARGET"]
+
+#: the finding's target: the joint distribution of the numeric features
+TARGET = "numeric_features"
+#: mean reference errors below this (standardised units) are treated as this, so exact collinearity stays finite
+ERROR_FLOOR = 1e-9
+
+
+@dataclass(frozen=True, kw_only=True)
+class PCAModel:
+    """What the reference leaves for the window: scaling, components and the held-out error grid."""
+
+    features: tuple[str, ...]
+    center: np.ndarray
+    scale: np.ndarray
+    components: np.ndarray  # d x k
+    explained: float
+    errors: NumericReference
+    dropped: tuple[str, ...] = ()
+
+    @property
+    def n_components(self) -> int:
+        return int(self.components.shape[1])
+
+
+def _matrix(columns: dict[str, np.ndarray], features: tuple[str, ...], n_rows: int) -> np.ndarray:
+    cols = [np.asarray(columns[f], dtype=np.float64) if f in columns else np.full(n_rows, np.nan) for f in features]
+    return np.column_stack(cols) if cols else np.empty((n_rows, 0))
+
+
+def reconstruction_errors(model: PCAModel, x: np.ndarray) -> np.ndarray:
+    """Squared reconstruction error of each row of ``x`` (n x d, model feature order); NaN for incomplete rows.
+
+    >>> m = fit_pca({"a": np.arange(10.0), "b": np.arange(10.0) * 2 + 1, "c": np.sin(np.arange(10.0))},
+    ...             features=("a", "b", "c"), variance=0.5)
+    >>> bool(np.all(reconstruction_errors(m, np.array([[3.0, 7.0, np.sin(3.0)]])) >= 0))
+    True
+    """
+    z = (x - model.center) / model.scale
+    complete = np.all(np.isfinite(z), axis=1)
+    z = np.where(complete[:, None], z, 0.0)
+    resid = z - (z @ model.components) @ model.components.T
+    err = np.einsum("ij,ij->i", resid, resid)
+    return np.where(complete, err, np.nan)
+
+
+def fit_pca(columns: dict[str, np.ndarray], *, features: tuple[str, ...], variance: float) -> PCAModel | None:
+    """Fit the reference model (see the module docstring); ``None`` with fewer than two usable features."""
+    n_rows = len(next(iter(columns.values()))) if columns else 0
+    x = _matrix(columns, features, n_rows)
+    fit, held = x[0::2], x[1::2]
+    finite = np.isfinite(fit)
+    counts = finite.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        center = np.where(counts > 0, np.nansum(np.where(finite, fit, 0.0), axis=0) / np.maximum(counts, 1), 0.0)
+        dev = np.where(finite, fit - center, 0.0)
+        sd = np.sqrt(np.sum(dev * dev, axis=0) / np.maximum(counts - 1, 1))
+    usable = (counts >= 2) & (sd > 0) & np.isfinite(sd)
+    if usable.sum() < 2:
+        return None
+    kept = tuple(f for f, u in zip(features, usable, strict=True) if u)
+    dropped = tuple(f for f, u in zip(features, usable, strict=True) if not u)
+    center, sd = center[usable], sd[usable]
+    z = (fit[:, usable] - center) / sd
+    z = z[np.all(np.isfinite(z), axis=1)]
+    if z.shape[0] < 2:
+        return None
+    cov = (z.T @ z) / (z.shape[0] - 1)
+    vals, vecs = np.linalg.eigh(cov)
+    order = np.argsort(vals)[::-1]
+    vals, vecs = np.clip(vals[order], 0.0, None), vecs[:, order]
+    share = np.cumsum(vals) / vals.sum() if vals.sum() > 0 else np.ones_like(vals)
+    k = int(np.clip(np.searchsorted(share, variance - 1e-12) + 1, 1, z.shape[1] - 1))
+    # a deterministic sign for each component (eigh's is arbitrary)
+    signs = np.sign(vecs[np.argmax(np.abs(vecs), axis=0), np.arange(vecs.shape[1])])
+    vecs = vecs * np.where(signs == 0, 1.0, signs)
+    proto = PCAModel(features=kept, center=center, scale=sd, components=vecs[:, :k], explained=float(share[k - 1]),
+                     errors=NumericReference.from_values(np.empty(0)), dropped=dropped)
+    err = reconstruction_errors(proto, held[:, usable])
+    return PCAModel(features=kept, center=center, scale=sd, components=vecs[:, :k], explained=float(share[k - 1]),
+                    errors=NumericReference.from_values(err), dropped=dropped)
+
+
+class Multivariate(Detector):
+    """PCA reconstruction-error drift of the numeric features' joint distribution.
+
+    Value: :math:`\\bar e_{cur} / \\bar e_{ref}`, the mean squared
+    reconstruction error of the window over that of the held-out reference
+    rows (1 when nothing changed; see the module docstring for the model).
+    p-value: binned two-sample KS test of the two error distributions
+    (:func:`~detectors.drift_numeric.ks_binned`), so the ratio of a heavy-tailed
+    error stream is not taken at face value.
+
+    Parameters: ``features`` (default every numeric feature), ``variance``
+    (0.9: share of the reference variance the kept components explain),
+    ``warn`` 1.2 and ``alert`` 1.5 (the mean error grows by 20 % / 50 %),
+    ``alpha`` 0.05, ``correction`` ("bh"; one test, so it changes nothing),
+    ``min_rows`` 100 (on both sides: held-out reference rows and window rows).
+
+    A flipped correlation that no marginal shows:
+
+    >>> from detectors.base import Batch
+    >>> from datetime import datetime, timezone
+    >>> rng = np.random.default_rng(0)
+    >>> def batch(rho, n):
+    ...     a = rng.normal(size=n); b = rho * a + np.sqrt(1 - rho ** 2) * rng.normal(size=n)
+    ...     return Batch(n_rows=n, numeric={"a": a, "b": b, "c": rng.normal(size=n)}, categorical={},
+    ...                  sensitive={}, timestamp=np.zeros(0, np.int64))
+    >>> det = Multivariate()
+    >>> ref = Profile(n_rows=4000, extras={det.key: det.reference_extra(batch(0.8, 4000))})
+    >>> cur = Profile(n_rows=2000, extras={det.key: det.batch_extra(ref.extras[det.key], batch(-0.8, 2000))})
+    >>> t = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    >>> f = det.score(ref, cur, context=Context(model="m", window_start=t, window_end=t))[0]
+    >>> f.status, round(f.value) > 3
+    ('alert', True)
+    """
+
+    name: ClassVar[str] = "multivariate"
+    kind: ClassVar = "drift"
+    applies_to = frozenset({"numeric"})
+    statistic_name: ClassVar[str] = "reconstruction_error_ratio"
+    uses_batches: ClassVar[bool] = True
+    params = {
+        "features": Param(None, str_list, "numeric features of the model (default: all)"),
+        "variance": Param(0.9, number(gt=0, lt=1), "share of the reference variance the kept components explain"),
+        "warn": Param(1.2, number(gt=1), "error ratio at which the status becomes warn"),
+        "alert": Param(1.5, number(gt=1), "error ratio at which the status becomes alert"),
+        "min_rows": Param(100, number(ge=1, integer=True), "fewer rows on either side: insufficient_data"),
+        "alpha": Param(0.05, optional(number(gt=0, lt=1)), "significance level"),
+        "correction": Param("bh", one_of("bh", "bonferroni", "none"), "multiple-testing correction"),
+    }
+
+    def _features(self, batch: Batch) -> tuple[str, ...]:
+        chosen = self.features or list(batch.numeric)
+        return tuple(f for f in chosen if f in batch.numeric)
+
+    def reference_extra(self, reference: Batch) -> PCAModel | None:
+        return fit_pca(dict(reference.numeric), features=self._features(reference), variance=self.variance)
+
+    def batch_extra(self, reference_extra: PCAModel | None, batch: Batch) -> NumericCounts | None:
+        if reference_extra is None:
+            return None
+        x = _matrix(dict(batch.numeric), reference_extra.features, batch.n_rows)
+        return NumericCounts.of(reconstruction_errors(reference_extra, x), reference_extra.errors)
+
+    def score(self, summary: Profile, current: Profile, *, context: Context) -> list[Finding]:
+        model: PCAModel | None = summary.extras.get(self.key)
+        if model is None:
+            return []
+        counts: NumericCounts = current.extras.get(self.key) or NumericCounts.empty(model.errors)
+        n_ref, n_cur = model.errors.n, counts.n_finite
+        notes = [f"{len(model.features)} features, {model.n_components} components "
+                 f"({model.explained:.0%} of the reference variance)"]
+        if model.dropped:
+            notes.append(f"left out (constant or empty in the reference): {', '.join(model.dropped)}")
+        if counts.n_missing:
+            notes.append(f"excluded {counts.n_missing} of {counts.n_total} rows with a missing or infinite feature")
+        value: float | None = None
+        p_value: float | None = None
+        threshold = self.warn
+        if n_ref < self.min_rows or n_cur < self.min_rows:
+            status = "insufficient_data"
+        else:
+            ref_mean = max(model.errors.mean, ERROR_FLOOR)
+            value = float(max(counts.mean, ERROR_FLOOR) / ref_mean)
+            d = ks_binned(model.errors.counts, counts.counts)
+            p_value = ks_p_value(d, n_reference=n_ref, n_current=n_cur)
+            notes.append(f"mean error {counts.mean:.4g} (reference {model.errors.mean:.4g}), KS D {d:.4f}")
+            p_adj = float(adjust_p_values(np.array([p_value]), method=self.correction)[0])
+            status, threshold = classify(value, p_adjusted=p_adj, warn=self.warn, alert=self.alert, alpha=self.alpha)
+        return [Finding(model=context.model, detector=self.name, kind=self.kind, target=TARGET,
+                        statistic=self.statistic_name, value=value, threshold=threshold, p_value=p_value,
+                        status=status, n_reference=n_ref, n_current=n_cur,
+                        window_start=iso(context.window_start), window_end=iso(context.window_end),
+                        note="; ".join(notes))]

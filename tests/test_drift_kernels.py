@@ -1,0 +1,356 @@
+"""Kernel edge cases, mergeability, smoothing, and the multivariate and exact options."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from detectors.base import Batch, Context
+from detectors.drift_categorical import Chi2, GTest, TotalVariation, binned_pair, contingency_test, merge_sparse
+from detectors.drift_numeric import (
+    KS,
+    PSI,
+    PSI_EPSILON,
+    AndersonDarling,
+    CramerVonMises,
+    Hellinger,
+    JensenShannon,
+    KLDivergence,
+    MeanShift,
+    Wasserstein,
+    ad_p_value,
+    anderson_darling_binned,
+    cramer_von_mises_binned,
+    cvm_p_value,
+    hellinger,
+    js_distance,
+    kl_divergence,
+    ks_binned,
+    psi,
+    rank_test,
+    tie_moments_cvm,
+    tie_variance_ad,
+    wasserstein_binned,
+)
+from detectors.multivariate import Multivariate
+from detectors.profile import CategoricalCounts, CategoricalReference, NumericCounts, NumericReference, Profile
+from detectors.quality import DataQuality
+
+CTX = Context(model="m", window_start=datetime(2026, 1, 1, tzinfo=UTC), window_end=datetime(2026, 1, 1, 1, tzinfo=UTC))
+
+
+def batch(numeric: dict[str, np.ndarray], *, score: np.ndarray | None = None) -> Batch:
+    n = len(next(iter(numeric.values())))
+    return Batch(n_rows=n, numeric=numeric, categorical={}, sensitive={}, timestamp=np.zeros(0, np.int64), score=score)
+
+
+# --------------------------------------------------------------------------- smoothing of empty bins
+
+def test_psi_smoothing_of_empty_bins_is_documented_floor() -> None:
+    """An empty bin's share is raised to 1e-4 (not dropped, not +1 counts): finite and large."""
+    p, q = np.array([100, 100, 0]), np.array([90, 110, 0])
+    ps, qs = np.maximum(p / p.sum(), PSI_EPSILON), np.maximum(q / q.sum(), PSI_EPSILON)
+    assert psi(p, q) == pytest.approx(float(np.sum((qs - ps) * np.log(qs / ps))), rel=1e-15)
+    # a bin the window leaves empty contributes (1e-4 - p) ln(1e-4 / p)
+    one = psi(np.array([900, 100]), np.array([1000, 0]))
+    assert one == pytest.approx((1.0 - 0.9) * math.log(1.0 / 0.9) + (1e-4 - 0.1) * math.log(1e-4 / 0.1), rel=1e-12)
+    assert math.isfinite(one)
+
+
+def test_kl_smoothing_floor_and_renormalise() -> None:
+    p, q = np.array([1000, 0]), np.array([500, 500])
+    ps = np.array([1.0, 1e-4]) / 1.0001
+    assert kl_divergence(p, q) == pytest.approx(0.5 * math.log(0.5 / ps[0]) + 0.5 * math.log(0.5 / ps[1]), rel=1e-12)
+
+
+def test_unsmoothed_distances_on_disjoint_supports() -> None:
+    p, q = np.array([10, 0]), np.array([0, 10])
+    assert js_distance(p, q) == 1.0
+    assert hellinger(p, q) == 1.0
+    assert js_distance(p, p) == 0.0 and hellinger(p, p) == 0.0 and kl_divergence(p, p) == 0.0
+
+
+# --------------------------------------------------------------------------- edge cases
+
+def test_single_bin_and_single_value_give_no_change() -> None:
+    ref = NumericReference.from_values(np.full(500, 2.0))
+    cur = NumericCounts.of(np.full(300, 2.0), ref)
+    assert ks_binned(ref.counts, cur.counts) == 0.0
+    assert wasserstein_binned(ref, cur) == 0.0
+    assert cramer_von_mises_binned(ref.counts, cur.counts)[1:] == (1.0, 0.0)
+    assert anderson_darling_binned(ref.counts, cur.counts) == (0.0, 1.0, 0.0)
+    assert rank_test(ref.counts, cur.counts, kind="ansari") == (0.0, 1.0)
+    for det in (PSI(), KS(), Wasserstein(), CramerVonMises(), AndersonDarling(), MeanShift(), JensenShannon()):
+        s = det.statistic(ref, cur)
+        assert s.value == 0.0 and (s.p_value is None or s.p_value >= 0.99), det.name
+
+
+def test_constant_reference_moved_constant_is_finite_and_alerts() -> None:
+    ref = NumericReference.from_values(np.full(500, 3.0))
+    cur = NumericCounts.of(np.full(500, 4.0), ref)
+    assert wasserstein_binned(ref, cur) == pytest.approx(1.0, rel=1e-12)
+    s = Wasserstein().statistic(ref, cur)
+    pooled_sd = np.std(np.r_[np.full(500, 3.0), np.full(500, 4.0)], ddof=1)
+    assert s.value == pytest.approx(1.0 / pooled_sd, rel=1e-9)
+    assert "constant" in s.note
+    assert MeanShift().statistic(ref, cur).value == pytest.approx(1.0 / pooled_sd, rel=1e-9)
+
+
+def test_wasserstein_beyond_the_range_is_exact() -> None:
+    x = np.arange(1000.0)
+    ref = NumericReference.from_values(x)
+    y = np.r_[np.arange(1000.0) + 5000.0, -np.arange(200.0) - 77.0]
+    assert wasserstein_binned(ref, NumericCounts.of(y, ref)) == pytest.approx(stats.wasserstein_distance(x, y), rel=1e-4)
+
+
+def test_merge_sparse_rules() -> None:
+    # two sparse columns pooled into <other>, which is then dense enough
+    a, b, k = merge_sparse(np.array([500, 400, 3, 2]), np.array([450, 450, 1, 4]))
+    assert (a.tolist(), b.tolist(), k) == ([500, 400, 5], [450, 450, 5], 2)
+    # one sparse column, still sparse when alone: folded into the smallest remaining column
+    a, b, k = merge_sparse(np.array([500, 300, 2]), np.array([500, 300, 0]))
+    assert (a.tolist(), b.tolist(), k) == ([500, 302], [500, 300], 1)
+    # empty columns vanish; one column left: no test
+    assert contingency_test(np.array([10, 0]), np.array([20, 0]))[:3] == (0.0, 1.0, 0)
+
+
+def test_categorical_distances_cover_unseen() -> None:
+    ref = CategoricalReference.from_counts(CategoricalCounts(counts={"a": 700, "b": 300}))
+    cur = CategoricalCounts(counts={"a": 600, "b": 300, "z": 100}, n_null=7)
+    p, q, labels = binned_pair(ref, cur)
+    assert labels == ["a", "b", "<unseen>"] and q.tolist() == [600, 300, 100]
+    for det in (PSI(), JensenShannon(), KLDivergence(), Hellinger(), TotalVariation(), Chi2(), GTest()):
+        s = det.statistic(ref, cur)
+        assert math.isfinite(s.value) and s.value > 0 and s.p_value < 1e-10, det.name
+        assert "unseen" in (s.note or ""), det.name
+    assert TotalVariation().statistic(ref, cur).value == pytest.approx(0.1)
+
+
+def test_null_and_nonfinite_values_are_excluded_and_stated() -> None:
+    rng = np.random.default_rng(0)
+    ref = NumericReference.from_values(rng.normal(size=2000))
+    x = rng.normal(size=1000)
+    x[:10], x[10:13], x[13:15] = np.nan, np.inf, -np.inf
+    cur = NumericCounts.of(x, ref, n_null=4)  # 4 of the 10 NaN were Arrow nulls
+    f = KS().score(Profile(n_rows=2000, numeric={"x": ref}), Profile(n_rows=1000, numeric={"x": cur}), context=CTX)[0]
+    assert f.n_current == 985
+    assert f.note == "excluded 15 of 1000 values (null 4, NaN 6, inf 5)"
+
+
+# --------------------------------------------------------------------------- p-value maps
+
+def test_cvm_p_value_tail_is_monotone_and_continuous() -> None:
+    ts = np.linspace(0.05, 60, 400)
+    p = np.array([cvm_p_value(t, n_reference=5000, n_current=5000) for t in ts])
+    assert np.all(np.diff(p) <= 0)
+    assert p[-1] < 1e-60
+    # around the switch to Smirnov's integral the two computations agree
+    from detectors.drift_numeric import _cvm_cdf_inf, _cvm_sf_inf
+    for x in (0.6, 1.0, 1.5, 2.0):
+        assert _cvm_sf_inf(x) == pytest.approx(1 - _cvm_cdf_inf(x), rel=1e-6)
+
+
+def test_ad_p_value_matches_scipy_table_and_extends_it() -> None:
+    import warnings
+    rng = np.random.default_rng(1)
+    for shift in (0.0, 0.05, 0.1, 0.15):
+        x, y = rng.normal(size=1000), rng.normal(shift, size=800)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = stats.anderson_ksamp([x, y], variant="midrank")
+        if 0.001 < res.pvalue < 0.25:
+            assert ad_p_value(float(res.statistic)) == pytest.approx(res.pvalue, rel=1e-9)
+    grid = np.linspace(-2, 40, 500)
+    p = np.array([ad_p_value(a) for a in grid])
+    assert np.all(np.diff(p) <= 0) and p[0] <= 1.0 and p[-1] < 1e-10
+    assert ad_p_value(6.6) < 0.001 < ad_p_value(6.4)
+
+
+def test_tie_moments_reduce_to_the_continuous_limits() -> None:
+    h = np.full(5000, 1 / 5000)
+    mean, var = tie_moments_cvm(h)
+    assert mean == pytest.approx(1 / 6, rel=1e-3) and var == pytest.approx(1 / 45, rel=1e-3)
+    assert tie_variance_ad(h) == pytest.approx(2 * (math.pi ** 2 - 9) / 3, rel=0.01)
+    # a Bernoulli column: one bridge value, T/n_eff = p(1-p) B(1-p)^2 ... mean p(1-p)^2 ... checked by simulation
+    rng = np.random.default_rng(2)
+    sims = []
+    for _ in range(2000):
+        x, y = rng.random(3000) < 0.3, rng.random(3000) < 0.3
+        sims.append(cramer_von_mises_binned(np.array([0, (~x).sum(), x.sum(), 0]),
+                                            np.array([0, (~y).sum(), y.sum(), 0]))[0])
+    mean, var = tie_moments_cvm(np.array([0.7, 0.3]))
+    assert np.mean(sims) == pytest.approx(mean, rel=0.1)
+    assert np.var(sims) == pytest.approx(var, rel=0.2)
+
+
+def test_rank_tests_against_scipy() -> None:
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=3000), rng.normal(0.0, 1.2, size=1000)
+    ref = NumericReference.from_values(x)
+    cur = NumericCounts.of(y, ref)
+    _, p_w = rank_test(ref.counts, cur.counts, kind="wilcoxon")
+    _, p_a = rank_test(ref.counts, cur.counts, kind="ansari")
+    assert p_w == pytest.approx(stats.mannwhitneyu(y, x, use_continuity=False).pvalue, rel=0.02)
+    assert p_a == pytest.approx(stats.ansari(y, x).pvalue, rel=0.05)
+
+
+# --------------------------------------------------------------------------- mergeability
+
+def _batches(values: np.ndarray, parts: int) -> list[np.ndarray]:
+    return np.array_split(values, parts)
+
+
+def test_merged_partial_counts_equal_counting_at_once() -> None:
+    rng = np.random.default_rng(4)
+    ref_values = {"normal": rng.normal(size=5000), "poisson": rng.poisson(3, 5000).astype(float),
+                  "heavy": rng.standard_cauchy(5000)}
+    cur_values = {"normal": rng.normal(0.4, 1.5, size=3001), "poisson": rng.poisson(3.5, 3001).astype(float),
+                  "heavy": rng.standard_cauchy(3001) * 3}
+    cur_values["normal"][::97] = np.nan
+    cur_values["heavy"][::89] = np.inf
+    for col, x in ref_values.items():
+        ref = NumericReference.from_values(x)
+        whole = NumericCounts.of(cur_values[col], ref)
+        parts = [NumericCounts.of(b, ref) for b in _batches(cur_values[col], 7)]
+        merged = parts[0]
+        for part in parts[1:]:
+            merged = merged.merge(part)
+        assert np.array_equal(merged.counts, whole.counts)
+        assert (merged.n_nan, merged.n_posinf, merged.n_neginf, merged.n_null) == \
+               (whole.n_nan, whole.n_posinf, whole.n_neginf, whole.n_null)
+        # every statistic that reads only the counts is bit-identical
+        for det in (PSI(), KS(), JensenShannon(), KLDivergence(), Hellinger(), TotalVariation(),
+                    CramerVonMises(), AndersonDarling()):
+            assert det.statistic(ref, merged) == det.statistic(ref, whole), det.name
+        # those that also read float sums (mean, m2, out-of-range sums) agree to rounding
+        for det in (Wasserstein(), MeanShift()):
+            a, b = det.statistic(ref, merged), det.statistic(ref, whole)
+            assert a.value == pytest.approx(b.value, rel=1e-12, abs=1e-15) and a.p_value == b.p_value, det.name
+
+
+def test_merged_category_counts_equal_counting_at_once() -> None:
+    rng = np.random.default_rng(5)
+    values = rng.choice(list("abcdefg"), 4000, p=[0.3, 0.2, 0.2, 0.1, 0.1, 0.05, 0.05])
+    ref = CategoricalReference.from_counts(CategoricalCounts.of(rng.choice(list("abcdef"), 5000)))
+    whole = CategoricalCounts.of(values)
+    merged = CategoricalCounts()
+    for b in _batches(values, 6):
+        merged = merged.merge(CategoricalCounts.of(b))
+    assert merged.counts == whole.counts
+    for det in (Chi2(), GTest(), PSI(), JensenShannon(), TotalVariation()):
+        assert det.statistic(ref, merged) == det.statistic(ref, whole)
+
+
+# --------------------------------------------------------------------------- multivariate
+
+def _correlated(rng: np.random.Generator, n: int, rho: float, d: int = 10) -> dict[str, np.ndarray]:
+    a = rng.normal(size=n)
+    cols = {"f0": a, "f1": rho * a + math.sqrt(1 - rho * rho) * rng.normal(size=n)}
+    for i in range(2, d):
+        cols[f"f{i}"] = rng.normal(size=n)
+    return cols
+
+
+def _profiles(det, ref_cols, cur_parts):
+    ref_batch = batch(ref_cols)
+    ref = Profile(n_rows=ref_batch.n_rows, numeric={c: NumericReference.from_values(v) for c, v in ref_cols.items()},
+                  extras={det.key: det.reference_extra(ref_batch)} if det.uses_batches else {})
+    cur = Profile(n_rows=0, numeric={c: NumericCounts.empty(r) for c, r in ref.numeric.items()})
+    for part in cur_parts:
+        b = batch(part)
+        extra = det.batch_extra(ref.extras.get(det.key), b) if det.uses_batches else None
+        cur = cur.merge(Profile(n_rows=b.n_rows, numeric={c: NumericCounts.of(v, ref.numeric[c]) for c, v in part.items()},
+                                extras={det.key: extra} if extra is not None else {}))
+    return ref, cur
+
+
+def test_multivariate_catches_a_flipped_correlation_no_marginal_shows() -> None:
+    rng = np.random.default_rng(6)
+    ref_cols = _correlated(rng, 10000, 0.8)
+    cur_cols = _correlated(rng, 5000, -0.8)
+    parts = [{k: v[i::3] for k, v in cur_cols.items()} for i in range(3)]
+    for det in (KS(), Wasserstein(), PSI(), MeanShift(), CramerVonMises()):
+        ref, cur = _profiles(det, ref_cols, parts)
+        assert all(f.status == "ok" for f in det.score(ref, cur, context=CTX)), det.name
+    det = Multivariate()
+    ref, cur = _profiles(det, ref_cols, parts)
+    (f,) = det.score(ref, cur, context=CTX)
+    assert f.status == "alert" and f.value > 2 and f.p_value < 1e-10
+    assert f.target == "numeric_features" and f.kind == "drift"
+
+
+def test_multivariate_is_quiet_on_large_no_change_windows() -> None:
+    """Held-out reference errors: a 60k-row window of the same distribution is not 'drift'."""
+    rng = np.random.default_rng(7)
+    det = Multivariate()
+    ref, cur = _profiles(det, _correlated(rng, 4000, 0.6, d=20), [_correlated(rng, 20000, 0.6, d=20) for _ in range(3)])
+    (f,) = det.score(ref, cur, context=CTX)
+    assert f.status == "ok" and 0.9 < f.value < 1.1
+
+
+def test_multivariate_states_exclusions_and_merges_exactly() -> None:
+    rng = np.random.default_rng(8)
+    ref_cols = _correlated(rng, 3000, 0.7, d=4) | {"flat": np.ones(3000)}
+    cur_cols = _correlated(rng, 2000, 0.7, d=4) | {"flat": np.ones(2000)}
+    cur_cols["f2"][:50] = np.nan
+    cur_cols["f3"][50:60] = np.inf
+    det = Multivariate()
+    ref, cur = _profiles(det, ref_cols, [{k: v[:700] for k, v in cur_cols.items()},
+                                         {k: v[700:] for k, v in cur_cols.items()}])
+    _, whole = _profiles(det, ref_cols, [cur_cols])
+    assert np.array_equal(cur.extras[det.key].counts, whole.extras[det.key].counts)
+    (f,) = det.score(ref, cur, context=CTX)
+    assert f.n_current == 1940
+    assert "excluded 60 of 2000 rows" in f.note and "flat" in f.note
+
+
+# --------------------------------------------------------------------------- exact KS on request
+
+def test_ks_exact_uses_the_raw_samples_through_the_batch_hooks() -> None:
+    rng = np.random.default_rng(9)
+    x, s_ref = rng.normal(size=3000), rng.uniform(size=3000)
+    y, s_cur = rng.normal(0.1, size=2000), rng.uniform(0.05, 1, size=2000)
+    det = KS(exact=True)
+    assert det.uses_batches and not KS().uses_batches and det.key != KS().key
+    ref_batch = batch({"x": x}, score=s_ref)
+    ref = Profile(n_rows=3000, numeric={"x": NumericReference.from_values(x), "score": NumericReference.from_values(s_ref)},
+                  roles={"x": "feature", "score": "score"}, extras={det.key: det.reference_extra(ref_batch)})
+    cur = Profile(n_rows=0, numeric={c: NumericCounts.empty(r) for c, r in ref.numeric.items()}, roles=ref.roles)
+    for lo, hi in ((0, 800), (800, 2000)):
+        b = batch({"x": y[lo:hi]}, score=s_cur[lo:hi])
+        cur = cur.merge(Profile(n_rows=hi - lo, numeric={"x": NumericCounts.of(y[lo:hi], ref.numeric["x"]),
+                                                         "score": NumericCounts.of(s_cur[lo:hi], ref.numeric["score"])},
+                                extras={det.key: det.batch_extra(ref.extras[det.key], b)}))
+    found = {f.target: f for f in det.score(ref, cur, context=CTX)}
+    for col, (a, b) in {"x": (x, y), "score": (s_ref, s_cur)}.items():
+        res = stats.ks_2samp(a, b)
+        assert found[col].value == res.statistic and found[col].p_value == res.pvalue
+        assert found[col].note == "exact"
+    binned = {f.target: f for f in KS().score(ref, cur, context=CTX)}
+    assert abs(binned["x"].value - found["x"].value) <= 1e-3
+
+
+# --------------------------------------------------------------------------- data quality
+
+def test_data_quality_reference_split_and_baselines() -> None:
+    rng = np.random.default_rng(10)
+    x = rng.normal(size=5000)
+    x[:50] = np.nan  # 1 % missing in the reference as well
+    ref = NumericReference.from_values(x)
+    det = DataQuality()
+    ref_profile = Profile(n_rows=5000, numeric={"x": ref}, roles={"x": "feature"},
+                          extras={det.key: det.reference_extra(batch({"x": x}))})
+    y = rng.normal(size=4000)
+    y[:40] = np.nan  # the same 1 %: not an alarm
+    found = {f.statistic: f for f in det.score(ref_profile, Profile(n_rows=4000, numeric={"x": NumericCounts.of(y, ref)}),
+                                               context=CTX)}
+    assert found["missing_rate"].status == "ok" and found["missing_rate"].threshold == pytest.approx(0.01 + 0.01)
+    assert found["out_of_range_rate"].threshold == pytest.approx(2 / (ref.n + 1) + 0.01)
+    y[40:400] = np.nan  # 10 %: alert
+    found = {f.statistic: f for f in det.score(ref_profile, Profile(n_rows=4000, numeric={"x": NumericCounts.of(y, ref)}),
+                                               context=CTX)}
+    assert found["missing_rate"].status == "alert" and found["missing_rate"].value == pytest.approx(0.1)
