@@ -229,6 +229,9 @@ class Detector(ABC):
     # -- per-batch hooks for detectors that need more than column counts --
     #: set True to receive batches: ``reference_extra`` once, ``batch_extra`` per window batch
     uses_batches: ClassVar[bool] = False
+    #: which parts of a :class:`Batch` the hooks read — any of "numeric", "categorical", "sensitive",
+    #: "timestamp", "model" (score, prediction, label); the rest are left empty, unconverted
+    batch_fields: ClassVar[frozenset[str]] = frozenset({"numeric", "categorical", "sensitive", "timestamp", "model"})
 
     def reference_extra(self, reference: Batch) -> Any:
         """Summarise the whole reference (as one :class:`Batch`) once; stored in ``summary.extras``."""

@@ -1009,6 +1009,8 @@ class KS(ColumnDrift):
     params = {**drift_params(warn=0.06, alert=0.15, test=True),
               "exact": Param(False, boolean, "exact test on the raw samples (memory grows with the window)")}
 
+    batch_fields = frozenset({"numeric", "model"})
+
     @property  # type: ignore[override]
     def uses_batches(self) -> bool:  # only the exact test needs the raw values
         return bool(self.exact)

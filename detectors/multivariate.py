@@ -85,9 +85,11 @@ def reconstruction_errors(model: PCAModel, x: np.ndarray) -> np.ndarray:
     """
     z = (x - model.center) / model.scale
     complete = np.all(np.isfinite(z), axis=1)
-    z = np.where(complete[:, None], z, 0.0)
-    resid = z - (z @ model.components) @ model.components.T
-    err = np.einsum("ij,ij->i", resid, resid)
+    if not complete.all():
+        z = np.where(complete[:, None], z, 0.0)
+    # the components are orthonormal: ||z - z V V'||^2 = ||z||^2 - ||z V||^2 (no n x d residual matrix)
+    proj = z @ model.components
+    err = np.maximum(np.einsum("ij,ij->i", z, z) - np.einsum("ij,ij->i", proj, proj), 0.0)
     return np.where(complete, err, np.nan)
 
 
@@ -142,7 +144,10 @@ class Multivariate(Detector):
     (0.9: share of the reference variance the kept components explain),
     ``warn`` 1.2 and ``alert`` 1.5 (the mean error grows by 20 % / 50 %),
     ``alpha`` 0.05, ``correction`` ("bh"; one test, so it changes nothing),
-    ``min_rows`` 100 (on both sides: held-out reference rows and window rows).
+    ``min_rows`` 100 (on both sides: held-out reference rows and window rows),
+    ``sample_rows`` 16384: each batch is scored on at most this many rows, an
+    even stride through it, so a 10M-row window costs a few hundred thousand
+    rows of linear algebra; ``n_current`` is the number of rows scored.
 
     A flipped correlation that no marginal shows:
 
@@ -167,8 +172,11 @@ class Multivariate(Detector):
     applies_to = frozenset({"numeric"})
     statistic_name: ClassVar[str] = "reconstruction_error_ratio"
     uses_batches: ClassVar[bool] = True
+    batch_fields = frozenset({"numeric"})
     params = {
         "features": Param(None, str_list, "numeric features of the model (default: all)"),
+        "sample_rows": Param(16384, number(ge=100, integer=True),
+                             "rows scored per batch at most (an even stride through the batch)"),
         "variance": Param(0.9, number(gt=0, lt=1), "share of the reference variance the kept components explain"),
         "warn": Param(1.2, number(gt=1), "error ratio at which the status becomes warn"),
         "alert": Param(1.5, number(gt=1), "error ratio at which the status becomes alert"),
@@ -187,7 +195,10 @@ class Multivariate(Detector):
     def batch_extra(self, reference_extra: PCAModel | None, batch: Batch) -> NumericCounts | None:
         if reference_extra is None:
             return None
-        x = _matrix(dict(batch.numeric), reference_extra.features, batch.n_rows)
+        step = -(-batch.n_rows // self.sample_rows)  # ceil: an even stride keeps the batch's time spread
+        cols = {f: v[::step] for f, v in batch.numeric.items()}
+        n = -(-batch.n_rows // step)
+        x = _matrix(cols, reference_extra.features, n)
         return NumericCounts.of(reconstruction_errors(reference_extra, x), reference_extra.errors)
 
     def score(self, summary: Profile, current: Profile, *, context: Context) -> list[Finding]:

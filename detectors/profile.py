@@ -67,18 +67,27 @@ class NumericReference:
     std: float
     minimum: float
     maximum: float
+    #: of ``n_missing``: infinities; the rest are NaN or null
+    n_inf: int = 0
+
+    @property
+    def n_nan(self) -> int:
+        """Missing values that are NaN or null (not infinite)."""
+        return self.n_missing - self.n_inf
 
     @classmethod
     def from_values(cls, values: np.ndarray, *, n_null: int = 0, grid_bins: int = 1000,
                     quantile_points: int = 1000, psi_bins: int = PSI_QUANTILE_BINS) -> NumericReference:
         x = np.asarray(values, dtype=np.float64)
         finite = x[np.isfinite(x)]
-        n_missing = int(x.size - finite.size) + int(n_null)
+        # nulls arrive as NaN in ``values``; ``n_null`` only says how many of the NaNs they are
+        n_missing = int(x.size - finite.size)
+        n_inf = int(np.count_nonzero(np.isinf(x))) if n_missing else 0
         if finite.size == 0:
             empty = np.empty(0)
             return cls(edges=empty, counts=np.zeros(1, np.int64), psi_cuts=np.zeros(1, np.intp), n=0,
                        n_missing=n_missing, mean=float("nan"), std=float("nan"),
-                       minimum=float("nan"), maximum=float("nan"))
+                       minimum=float("nan"), maximum=float("nan"), n_inf=n_inf)
         lo, hi = float(finite.min()), float(finite.max())
         top = float(np.nextafter(hi, np.inf))
         uniform = np.linspace(lo, hi, grid_bins + 1)
@@ -93,7 +102,7 @@ class NumericReference:
         psi_cuts = np.concatenate([[0], np.searchsorted(edges, cut_edges) + 1])
         return cls(edges=edges, counts=counts, psi_cuts=psi_cuts.astype(np.intp), n=int(finite.size),
                    n_missing=n_missing, mean=float(finite.mean()), std=float(finite.std(ddof=1)) if finite.size > 1 else 0.0,
-                   minimum=lo, maximum=hi)
+                   minimum=lo, maximum=hi, n_inf=n_inf)
 
     @property
     def full_edges(self) -> np.ndarray:

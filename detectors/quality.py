@@ -38,10 +38,9 @@ from typing import Any, ClassVar
 import numpy as np
 from scipy import special
 
-from .base import Batch, Context, Detector, Finding, Param, number, one_of, optional, str_list
+from .base import Context, Detector, Finding, Param, number, one_of, optional, str_list
 from .decision import adjust_p_values, classify
 from .drift_common import iso
-from .drift_numeric import batch_numeric, role_key
 from .profile import CategoricalCounts, CategoricalReference, NumericCounts, NumericReference, Profile
 
 __all__ = ["DataQuality", "rate_increase_p", "binomial_excess_p"]
@@ -89,8 +88,7 @@ class DataQuality(Detector):
     Benjamini–Hochberg over all the detector's findings of the run;
     ``min_rows`` 100 (rows for the missing and inf rates, finite values for
     the range, non-null values for unseen categories).  The reference's NaN
-    and inf counts come from the per-batch hook; without it they count as
-    missing.
+    and inf counts come from its profile.
 
     >>> from datetime import datetime, timezone
     >>> rng = np.random.default_rng(0)
@@ -107,7 +105,6 @@ class DataQuality(Detector):
     name: ClassVar[str] = "data_quality"
     kind: ClassVar = "quality"
     applies_to = frozenset({"numeric", "categorical"})
-    uses_batches: ClassVar[bool] = True
     params = {
         "features": Param(None, str_list, "columns to check (default: all)"),
         "warn": Param(0.01, number(gt=0, le=1), "rate above the no-change baseline at which the status becomes warn"),
@@ -117,21 +114,10 @@ class DataQuality(Detector):
         "correction": Param("bh", one_of("bh", "bonferroni", "none"), "multiple-testing correction"),
     }
 
-    # -- the reference's NaN / inf split (the reference profile lumps them as missing) --
-    def reference_extra(self, reference: Batch) -> dict[str, tuple[int, int]]:
-        out = {}
-        for key, v in batch_numeric(reference).items():
-            out[key] = (int(np.count_nonzero(np.isnan(v))), int(np.count_nonzero(np.isinf(v))))
-        return out
-
-    def batch_extra(self, reference_extra: Any, batch: Batch) -> None:
-        return None
-
     # -- scoring --------------------------------------------------------------
-    def _numeric_rows(self, col: str, ref: NumericReference, cur: NumericCounts,
-                      split: tuple[int, int] | None) -> list[dict[str, Any]]:
+    def _numeric_rows(self, col: str, ref: NumericReference, cur: NumericCounts) -> list[dict[str, Any]]:
         ref_total = ref.n + ref.n_missing
-        ref_nan, ref_inf = split if split is not None else (ref.n_missing, 0)
+        ref_nan, ref_inf = ref.n_nan, ref.n_inf
         m_total = cur.n_total
         k_missing, k_inf = cur.n_null + cur.n_nan, cur.n_posinf + cur.n_neginf
         rows = [
@@ -183,15 +169,13 @@ class DataQuality(Detector):
                       "note": f"{note} (reference {_pct(baseline)})"}
 
     def score(self, summary: Profile, current: Profile, *, context: Context) -> list[Finding]:
-        split = summary.extras.get(self.key) or {}
         rows: list[dict[str, Any]] = []
         numeric = [c for c in summary.numeric if c in current.numeric]
         categorical = [c for c in summary.categorical if c in current.categorical]
         chosen = set(self.targets([*numeric, *categorical]))
         for col in numeric:
             if col in chosen:
-                rows += self._numeric_rows(col, summary.numeric[col], current.numeric[col],
-                                           split.get(role_key(summary, col)))
+                rows += self._numeric_rows(col, summary.numeric[col], current.numeric[col])
         for col in categorical:
             if col in chosen:
                 rows += self._categorical_rows(col, summary.categorical[col], current.categorical[col])

@@ -118,24 +118,36 @@ def _category_array(col: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return np.asarray(col.to_numpy(zero_copy_only=False), dtype=object)
 
 
-def to_batch(table: pa.Table | pa.RecordBatch, columns: Columns) -> Batch:
-    """Arrow → :class:`Batch` for detectors that use per-batch hooks."""
+ALL_FIELDS = frozenset({"numeric", "categorical", "sensitive", "timestamp", "model"})
+
+
+def to_batch(table: pa.Table | pa.RecordBatch, columns: Columns, fields: frozenset[str] = ALL_FIELDS) -> Batch:
+    """Arrow → :class:`Batch` for detectors that use per-batch hooks; only ``fields`` are converted
+    (object arrays of strings are costly: they are built only for detectors that read them)."""
     def num(name: str | None) -> np.ndarray | None:
-        return None if not name or name not in table.column_names else numeric_values(table.column(name))[0]
+        if "model" not in fields or not name or name not in table.column_names:
+            return None
+        return numeric_values(table.column(name))[0]
+
+    def cats(part: str, names: Sequence[str]) -> dict[str, np.ndarray]:
+        if part not in fields:
+            return {}
+        return {c: _category_array(table.column(c)) for c in names if c in table.column_names}
 
     ts = np.zeros(0, np.int64)
-    if columns.timestamp and columns.timestamp in table.column_names:
+    if "timestamp" in fields and columns.timestamp and columns.timestamp in table.column_names:
         ts = pc.cast(table.column(columns.timestamp), pa.timestamp("ns", tz="UTC")).to_numpy(
             zero_copy_only=False).astype("datetime64[ns]").astype(np.int64)
     prediction = None
-    if columns.prediction and columns.prediction in table.column_names:
+    if "model" in fields and columns.prediction and columns.prediction in table.column_names:
         col = table.column(columns.prediction)
         prediction = _category_array(col) if columns.prediction_is_class else numeric_values(col)[0]
     return Batch(
         n_rows=table.num_rows,
-        numeric={c: numeric_values(table.column(c))[0] for c in columns.numeric if c in table.column_names},
-        categorical={c: _category_array(table.column(c)) for c in columns.categorical if c in table.column_names},
-        sensitive={c: _category_array(table.column(c)) for c in columns.sensitive if c in table.column_names},
+        numeric={c: numeric_values(table.column(c))[0] for c in columns.numeric
+                 if c in table.column_names} if "numeric" in fields else {},
+        categorical=cats("categorical", columns.categorical),
+        sensitive=cats("sensitive", columns.sensitive),
         timestamp=ts, score=num(columns.score), prediction=prediction, label=num(columns.label))
 
 
@@ -151,7 +163,7 @@ def reference_profile(table: pa.Table, *, columns: Columns, detectors: Sequence[
     extras = {}
     hooked = [d for d in detectors if d.uses_batches]
     if hooked:
-        batch = to_batch(table, columns)
+        batch = to_batch(table, columns, frozenset().union(*(d.batch_fields for d in hooked)))
         extras = {d.key: d.reference_extra(batch) for d in hooked}
     return Profile(n_rows=table.num_rows, numeric=numeric, categorical=categorical, roles=columns.roles(),
                    extras=extras)
@@ -166,6 +178,7 @@ class WindowProfiler:
         self.pool = pool
         self.columns = columns
         self.hooked = [d for d in detectors if d.uses_batches]
+        self.fields = frozenset().union(*(d.batch_fields for d in self.hooked))
         self.profile = Profile(
             n_rows=0,
             numeric={c: NumericCounts.empty(r) for c, r in reference.numeric.items()},
@@ -194,7 +207,7 @@ class WindowProfiler:
             categorical = {n: count_categorical(n) for n in cat_names}
         extras = {}
         if self.hooked:
-            b = to_batch(batch, self.columns)
+            b = to_batch(batch, self.columns, self.fields)
             for d in self.hooked:
                 part = d.batch_extra(self.reference.extras.get(d.key), b)
                 if part is not None:
