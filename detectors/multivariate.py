@@ -145,9 +145,9 @@ class Multivariate(Detector):
     ``warn`` 1.2 and ``alert`` 1.5 (the mean error grows by 20 % / 50 %),
     ``alpha`` 0.05, ``correction`` ("bh"; one test, so it changes nothing),
     ``min_rows`` 100 (on both sides: held-out reference rows and window rows),
-    ``sample_rows`` 16384: each batch is scored on at most this many rows, an
-    even stride through it, so a 10M-row window costs a few hundred thousand
-    rows of linear algebra; ``n_current`` is the number of rows scored.
+    ``sample_rows`` 4096: each batch is scored on at most this many rows, an
+    even stride through it, so a 10M-row window costs about 160,000 rows of
+    linear algebra; ``n_current`` is the number of rows scored.
 
     A flipped correlation that no marginal shows:
 
@@ -175,7 +175,7 @@ class Multivariate(Detector):
     batch_fields = frozenset({"numeric"})
     params = {
         "features": Param(None, str_list, "numeric features of the model (default: all)"),
-        "sample_rows": Param(16384, number(ge=100, integer=True),
+        "sample_rows": Param(4096, number(ge=100, integer=True),
                              "rows scored per batch at most (an even stride through the batch)"),
         "variance": Param(0.9, number(gt=0, lt=1), "share of the reference variance the kept components explain"),
         "warn": Param(1.2, number(gt=1), "error ratio at which the status becomes warn"),

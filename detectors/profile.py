@@ -162,8 +162,14 @@ class NumericCounts:
                 below_sum = float(x[x < ref.edges[0]].sum(dtype=np.float64))
             if counts[-1]:
                 above_sum = float(x[x >= ref.edges[-1]].sum(dtype=np.float64))
-        mean = float(x.mean(dtype=np.float64)) if n_fin else 0.0
-        m2 = float(np.square(x - mean, dtype=np.float64).sum()) if n_fin else 0.0
+        mean = m2 = 0.0
+        if n_fin:
+            # shifted sums about the reference mean: one float64 pass, no cancellation to speak of
+            k = ref.mean if np.isfinite(ref.mean) else 0.0
+            d = np.subtract(x, k, dtype=np.float64)
+            s1 = float(d.sum())
+            mean = k + s1 / n_fin
+            m2 = max(float(np.dot(d, d)) - s1 * s1 / n_fin, 0.0)
         return cls(counts=counts, n_null=n_null, n_nan=n_nan, n_posinf=n_posinf, n_neginf=n_neginf,
                    below_sum=below_sum, above_sum=above_sum, mean=mean, m2=m2)
 
