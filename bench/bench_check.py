@@ -28,7 +28,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Sink, measure, write_sink  # noqa: E402
+from common import atalaia_config, measure, write_sink  # noqa: E402
 
 FLOOR = r"""
 import sys, pyarrow.dataset as ds, pyarrow as pa, pyarrow.compute as pc
@@ -47,23 +47,6 @@ print(n)
 """
 
 
-def config(sink: Sink, state: Path) -> dict:
-    return {
-        "state_dir": str(state),
-        "models": [{
-            "name": "bench",
-            "schedule": {"every": "5m"},
-            "window": f"{int((sink.window_end - sink.window_start).total_seconds())}s",
-            "predictions": {"path": str(sink.predictions), "id": "prediction_id", "timestamp": "ts",
-                            "prediction": "predicted_label", "score": "score"},
-            "features": {"numeric": sink.numeric, "categorical": sink.categorical},
-            "reference": {"path": str(sink.reference)},
-            "detectors": [{"type": "psi"}, {"type": "ks"}],
-            "timeout": "30m",
-        }],
-    }
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=10_000_000)
@@ -75,7 +58,7 @@ def main() -> None:
     cols = ["ts", *sink.numeric, *sink.categorical, "score", "predicted_label"]
     state = args.dir / "state"
     cfg_path = args.dir / "atalaia.yaml"
-    cfg_path.write_text(yaml.safe_dump(config(sink, state)))
+    cfg_path.write_text(yaml.safe_dump(atalaia_config(sink, state, ["psi", "ks"])))
     at = sink.window_end.isoformat()
     floor_cmd = [sys.executable, "-c", FLOOR, str(sink.predictions), sink.window_start.isoformat(),
                  sink.window_end.isoformat(), ",".join(cols)]

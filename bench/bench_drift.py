@@ -59,7 +59,7 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(REPO))
-from common import Measured, Sink, feature_names, measure, write_sink  # noqa: E402
+from common import Measured, Sink, atalaia_config, feature_names, measure, write_sink  # noqa: E402
 
 SHIFTED = 5
 SHIFT_SD = 0.25
@@ -198,23 +198,6 @@ def make_sink(root: Path, rows: int, partitions: int = 10) -> Sink:
     sink = write_sink(root, rows=rows, shifted=SHIFTED, shift_sd=SHIFT_SD, partitions=partitions)
     return Sink(sink.root.resolve(), sink.predictions.resolve(), sink.reference.resolve(), sink.numeric,
                 sink.categorical, sink.window_start, sink.window_end, sink.rows)
-
-
-def atalaia_config(sink: Sink, state: Path, detectors: list[str]) -> dict:
-    return {
-        "state_dir": str(state),
-        "models": [{
-            "name": "bench",
-            "schedule": {"every": "5m"},
-            "window": f"{int((sink.window_end - sink.window_start).total_seconds())}s",
-            "predictions": {"path": str(sink.predictions), "id": "prediction_id", "timestamp": "ts",
-                            "prediction": "predicted_label", "score": "score"},
-            "features": {"numeric": sink.numeric, "categorical": sink.categorical},
-            "reference": {"path": str(sink.reference)},
-            "detectors": [{"type": d} for d in detectors],
-            "timeout": "60m",
-        }],
-    }
 
 
 def window_columns(cfg_path: Path) -> list[str]:
@@ -538,7 +521,6 @@ def main() -> None:
                 "evaluate (in-process) peak MB":
                     lambda r: r["atalaia"]["evaluate_in_process"]["rss_mb"]["after_second_evaluate"],
                 "floor (process) peak MB": lambda r: r["floor"]["process"]["peak_mb"]}
-        cols = {n: (int(n), 10, by[n]) for n in order}
         probe = None
         if args.memory_probe and int(hi) // int(lo) > 1:
             parts = 10 * int(hi) // int(lo)

@@ -110,3 +110,21 @@ def measure(cmd: list[str], *, env: dict[str, str] | None = None, cwd: Path | No
     if proc.returncode not in ok_codes:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {stderr[-3000:]}")
     return Measured(seconds, usage.ru_maxrss / 1024, proc.returncode, stdout)
+
+
+def atalaia_config(sink: Sink, state: Path, detectors: list[str], *, timeout: str = "60m") -> dict:
+    """The configuration both benchmarks run ``atalaia`` with: one model over the whole window."""
+    return {
+        "state_dir": str(state),
+        "models": [{
+            "name": "bench",
+            "schedule": {"every": "5m"},
+            "window": f"{int((sink.window_end - sink.window_start).total_seconds())}s",
+            "predictions": {"path": str(sink.predictions), "id": "prediction_id", "timestamp": "ts",
+                            "prediction": "predicted_label", "score": "score"},
+            "features": {"numeric": sink.numeric, "categorical": sink.categorical},
+            "reference": {"path": str(sink.reference)},
+            "detectors": [{"type": d} for d in detectors],
+            "timeout": timeout,
+        }],
+    }
