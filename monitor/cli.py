@@ -56,6 +56,10 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> int:
     args = _parser().parse_args(argv)
     out = stdout or sys.stdout
+    if args.command != "validate":
+        from .evaluate import limit_blas_threads
+
+        limit_blas_threads()
     try:
         if args.command == "validate":
             return _validate(args, out)

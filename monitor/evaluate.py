@@ -22,8 +22,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-
-
 from detectors.base import Context, Detector, Finding
 from detectors.errors import SourceError
 from detectors.profile import Profile
@@ -34,12 +32,29 @@ from .durations import floor_time
 from .profiles import Columns, WindowProfiler, reference_profile
 from .sources.parquet import ColumnKind, ParquetSink, prefetch
 
-__all__ = ["Evaluator", "Evaluation", "PROFILE_VERSION"]
+__all__ = ["Evaluator", "Evaluation", "PROFILE_VERSION", "limit_blas_threads"]
 
 log = logging.getLogger("atalaia.evaluate")
 
 #: bump when the profile layout changes, so cached references are rebuilt
 PROFILE_VERSION = 1
+
+
+def limit_blas_threads(threads: int = 1) -> None:
+    """Keep the BLAS library (OpenBLAS, MKL) of this process at ``threads`` threads.
+
+    The evaluator parallelises by column on its own pool.  A multi-threaded BLAS
+    under it runs a second pool that busy-waits after every ``np.dot``: on two
+    cores that doubled the CPU time of an evaluation (10.4 s against 6.0 s on
+    a 10M-row window) and took the cycles from the model server beside us.
+    Process-wide, so the commands call it once at start.  It reaches only the
+    libraries already loaded: scipy ships its own OpenBLAS, loaded with
+    ``scipy.special``, so that is imported first.
+    """
+    import scipy.special  # noqa: F401
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=threads, user_api="blas")
 
 
 @dataclass(kw_only=True)

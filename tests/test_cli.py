@@ -6,8 +6,10 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -183,6 +185,25 @@ def test_check_console_script_flags_the_shifted_feature(config_file: Path, sink:
         for target in ("x1", "x2"):
             assert found[(detector, target)]["status"] == "ok", found[(detector, target)]
     assert {f["target"] for f in findings if f["status"] in ("warn", "alert")} == {"x0"}
+
+
+def test_the_commands_keep_blas_single_threaded(config_file: Path) -> None:
+    # atalaia parallelises by column; a threaded BLAS under it busy-waits on the cores the model server needs
+    code = ("import json, sys\n"
+            "import scipy.special\n"  # numpy and scipy each bring an OpenBLAS
+            "from threadpoolctl import threadpool_info\n"
+            "from monitor.cli import main\n"
+            "before = [p['num_threads'] for p in threadpool_info() if p['user_api'] == 'blas']\n"
+            "main(['check', '--config', sys.argv[1], '--at', sys.argv[2], '--format', 'json'])\n"
+            "after = [p['num_threads'] for p in threadpool_info() if p['user_api'] == 'blas']\n"
+            "print(json.dumps([before, after]))\n")
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "2", "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
+    done = subprocess.run([sys.executable, "-c", code, str(config_file), iso(UNSHIFTED)], capture_output=True,
+                          text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    before, after = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(before) >= 1 and all(n == 2 for n in before)
+    assert after == [1] * len(before)
 
 
 def test_check_at_an_unshifted_time_exits_0(cli: Cli, config_file: Path) -> None:

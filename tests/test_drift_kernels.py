@@ -141,6 +141,29 @@ def test_null_and_nonfinite_values_are_excluded_and_stated() -> None:
     assert f.note == "excluded 15 of 1000 values (null 4, NaN 6, inf 5)"
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.float16])
+def test_grid_counts_equal_a_naive_float64_count_at_every_edge(dtype: type) -> None:
+    # values of the batch's own dtype hugging every grid edge from both sides, plus NaN and infinities:
+    # each must land where comparing it, widened to float64, with the float64 edges puts it
+    rng = np.random.default_rng(3)
+    ref = NumericReference.from_values(rng.lognormal(size=5000) * 1e3)
+    e = ref.edges.astype(dtype)
+    near = np.concatenate([e, np.nextafter(e, dtype(-np.inf)), np.nextafter(e, dtype(np.inf)),
+                           rng.lognormal(size=3000).astype(dtype) * dtype(1e3), [-1.0, 0.0, 6.5e4]])
+    x = np.concatenate([near.astype(dtype), np.array([np.nan] * 5 + [np.inf] * 3 + [-np.inf] * 2, dtype=dtype)])
+    rng.shuffle(x)
+    cur = NumericCounts.of(x, ref, n_null=2)
+    wide = x.astype(np.float64)
+    finite = wide[np.isfinite(wide)]
+    naive = np.bincount(np.searchsorted(ref.edges, finite, side="right"), minlength=ref.edges.size + 1)
+    assert np.array_equal(cur.counts, naive)
+    assert (cur.n_null, cur.n_nan, cur.n_posinf, cur.n_neginf) == (2, 3, 3, 2)
+    assert cur.below_sum == pytest.approx(finite[finite < ref.edges[0]].sum(), rel=1e-12)
+    assert cur.above_sum == pytest.approx(finite[finite >= ref.edges[-1]].sum(), rel=1e-12)
+    assert cur.mean == pytest.approx(finite.mean(), rel=1e-9)
+    assert cur.m2 == pytest.approx(((finite - finite.mean()) ** 2).sum(), rel=1e-9)
+
+
 # --------------------------------------------------------------------------- p-value maps
 
 def test_cvm_p_value_tail_is_monotone_and_continuous() -> None:
@@ -152,6 +175,22 @@ def test_cvm_p_value_tail_is_monotone_and_continuous() -> None:
     from detectors.drift_numeric import _cvm_cdf_inf, _cvm_sf_inf
     for x in (0.6, 1.0, 1.5, 2.0):
         assert _cvm_sf_inf(x) == pytest.approx(1 - _cvm_cdf_inf(x), rel=1e-6)
+
+
+@pytest.mark.parametrize("x", [0.5, 1.0, 2.0, 5.0, 10.0, 30.0])
+def test_cvm_tail_equals_a_30_digit_quadrature(x: float) -> None:
+    # the oracle: Smirnov's series integrated by mpmath at 30 digits, the singular ends split off
+    import mpmath as mp
+
+    from detectors.drift_numeric import _cvm_sf_inf
+    mp.mp.dps = 30
+    total = mp.mpf(0)
+    for j in range(1, 8):
+        a, b = (2 * j - 1) * mp.pi, 2 * j * mp.pi
+        v = mp.quad(lambda u: 2 * mp.sqrt(-u / mp.sin(u)) * mp.exp(-x * u * u / 2) / u,
+                    [a, a + mp.mpf("1e-3"), a + 0.1, a + 1, b - 0.1, b])
+        total += v if j % 2 else -v
+    assert _cvm_sf_inf(x) == pytest.approx(float(mp.re(total) / mp.pi), rel=1e-6)
 
 
 def test_ad_p_value_matches_scipy_table_and_extends_it() -> None:

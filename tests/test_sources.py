@@ -19,7 +19,7 @@ import pytest
 from detectors.errors import SourceError, SourceTimeout
 from monitor.config import parse_config
 from monitor.evaluate import Evaluator
-from monitor.sources.parquet import ColumnKind, ParquetSink, join_labels, label_lookup, partition_range
+from monitor.sources.parquet import ColumnKind, ParquetSink, _row_groups, join_labels, label_lookup, partition_range
 from tests.conftest import T0, free_port, model_config, write_hourly_sink
 
 COLS: dict[str, ColumnKind] = {"ts": "timestamp", "x0": "numeric", "x1": "numeric", "c": "categorical"}
@@ -216,6 +216,32 @@ def test_window_bounds_finer_than_the_column_unit(tmp_path: Path, unit: str) -> 
 
     # START < start → excluded; START + 1 unit ≥ start; END < end; END + 1 unit > end
     assert table.column("x0").to_pylist() == [1.0, 2.0]
+    assert src.errors == []
+
+
+@pytest.mark.parametrize(("unit", "int96"), [("us", False), ("ns", False), ("ms", False), ("s", False),
+                                           ("us", True)])
+def test_row_group_statistics_skip_groups_outside_and_spare_the_filter_inside(tmp_path: Path, unit: str,
+                                                                              int96: bool) -> None:
+    one = np.timedelta64(1, unit)
+    s64 = np.datetime64(START.replace(tzinfo=None), unit)
+    e64 = np.datetime64(END.replace(tzinfo=None), unit)
+    values = np.array([s64 - 2 * one, s64 - one, s64 - one, s64, s64 + one, e64 - one, e64 - one, "NaT", e64,
+                       e64 + one], dtype=f"datetime64[{unit}]")
+    f = tmp_path / "flat.parquet"
+    pq.write_table(pa.table({"ts": pa.array(values, type=pa.timestamp(unit, tz="UTC"), from_pandas=True),
+                             "x0": np.arange(10, dtype=float)}), f, row_group_size=2,
+                   use_deprecated_int96_timestamps=int96)
+    src = ParquetSink.open(str(f), timestamp="ts")
+
+    whole, partly = _row_groups(pq.ParquetFile(f), "ts", START, END)
+    table = read_all(src, {"ts": "timestamp", "x0": "numeric"}, START, END)
+
+    if int96:  # no usable statistics: every group is filtered row by row
+        assert (whole, partly) == ([], [0, 1, 2, 3, 4])
+    else:  # [s-2, s-1] out, [s-1, s] partly, [s+1, e-1] whole, [e-1, null] partly, [e, e+1] out
+        assert (whole, partly) == ([2], [1, 3])
+    assert sorted(table.column("x0").to_pylist()) == [3.0, 4.0, 5.0, 6.0]
     assert src.errors == []
 
 

@@ -12,11 +12,14 @@ file that is corrupt, lacks a column or has it under an unusable type is
 the file and column — the rest of the window is still read.
 
 Rows are taken to honour their partition keys: a partition whose span lies
-wholly inside the window is read without a row filter.
+wholly inside the window is read without a row filter.  In other files the
+timestamp statistics of each row group drop the groups outside the window
+and spare the filter for those wholly inside it.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -26,8 +29,8 @@ from typing import Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 from detectors.errors import SourceError, SourceTimeout
 
@@ -169,35 +172,57 @@ class ParquetSink:
         names = list(dict.fromkeys(columns))
         if self.timestamp and (start is not None or end is not None) and self.timestamp not in names:
             raise ValueError("the timestamp column must be among the requested columns to filter on it")
-        fmt = ds.ParquetFileFormat()
         for entry in self.files(start, end):
             self._check_deadline(deadline, entry.path)
             try:
-                fragment = fmt.make_fragment(entry.path, filesystem=self.filesystem)
-                schema = fragment.physical_schema
-            except (pa.ArrowInvalid, OSError) as exc:
+                source = self.filesystem.open_input_file(entry.path)
+            except OSError as exc:
                 self.errors.append(SourceError(f"unreadable Parquet file: {_short(exc)}", path=entry.path,
                                                reason="corrupt"))
                 continue
-            problem = _schema_problem(schema, columns, entry.path)
-            if problem is not None:
-                self.errors.append(problem)
-                continue
-            # a partition whose span lies wholly inside the window needs no row filter: its rows are
-            # taken to honour their partition keys (the filter costs 20-50 % of the decode)
-            inside = entry.span is not None and start is not None and end is not None \
-                and start <= entry.span[0] and entry.span[1] <= end
-            expr = None if inside else self._filter(schema, start, end)
-            try:
-                for batch in fragment.to_batches(columns=names, filter=expr, batch_size=batch_size):
+            with source:
+                yield from self._file_batches(entry, source, columns=columns, names=names, start=start, end=end,
+                                              batch_size=batch_size, deadline=deadline)
+
+    def _file_batches(self, entry: FileEntry, source: pa.NativeFile, *, columns: Mapping[str, ColumnKind],
+                      names: list[str], start: datetime | None, end: datetime | None, batch_size: int,
+                      deadline: float | None) -> Iterator[pa.RecordBatch]:
+        try:
+            pf = pq.ParquetFile(source, pre_buffer=True)
+            schema = pf.schema_arrow
+        except (pa.ArrowInvalid, OSError) as exc:
+            self.errors.append(SourceError(f"unreadable Parquet file: {_short(exc)}", path=entry.path,
+                                           reason="corrupt"))
+            return
+        problem = _schema_problem(schema, columns, entry.path)
+        if problem is not None:
+            self.errors.append(problem)
+            return
+        # a partition whose span lies wholly inside the window needs no row filter: its rows are
+        # taken to honour their partition keys (the filter costs 20-50 % of the decode)
+        inside = entry.span is not None and start is not None and end is not None \
+            and start <= entry.span[0] and entry.span[1] <= end
+        if inside or not self.timestamp or (start is None and end is None):
+            plan = [(list(range(pf.metadata.num_row_groups)), False)]
+        else:
+            whole, partly = _row_groups(pf, self.timestamp, start, end)
+            plan = [(whole, False), (partly, True)]
+        try:
+            for groups, needs_filter in plan:
+                if not groups:
+                    continue
+                for batch in pf.iter_batches(batch_size=batch_size, row_groups=groups, columns=names,
+                                             use_threads=True):
+                    if needs_filter:
+                        batch = batch.filter(self._mask(batch, start, end))
                     if batch.num_rows:
                         yield batch
                     self._check_deadline(deadline, entry.path)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
-                if isinstance(exc, SourceTimeout):
-                    raise
-                self.errors.append(SourceError(f"failed while reading: {_short(exc)}", path=entry.path,
-                                               reason="corrupt"))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
+            if isinstance(exc, SourceTimeout):
+                raise
+            self.errors.append(SourceError(f"failed while reading: {_short(exc)}", path=entry.path,
+                                           reason="corrupt"))
 
     def read_table(self, *, columns: Mapping[str, ColumnKind], start: datetime | None = None,
                    end: datetime | None = None, deadline: float | None = None) -> pa.Table:
@@ -206,21 +231,17 @@ class ParquetSink:
         schema = batches[0].schema if batches else pa.schema([(c, pa.null()) for c in columns])
         return pa.Table.from_batches(batches, schema=schema) if batches else schema.empty_table()
 
-    def _filter(self, schema: pa.Schema, start: datetime | None, end: datetime | None) -> ds.Expression | None:
-        if not self.timestamp or (start is None and end is None):
-            return None
-        typ = schema.field(self.timestamp).type
-        expr = None
-        for bound, op in ((start, "ge"), (end, "lt")):
-            if bound is None:
-                continue
-            us = (bound.astimezone(UTC) - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
-            per = {"s": 1_000_000, "ms": 1000}.get(typ.unit)
-            n = -(-us // per) if per else (us * 1000 if typ.unit == "ns" else us)
-            scalar = pa.scalar(n, type=typ)
-            term = (ds.field(self.timestamp) >= scalar) if op == "ge" else (ds.field(self.timestamp) < scalar)
-            expr = term if expr is None else expr & term
-        return expr
+    def _mask(self, batch: pa.RecordBatch, start: datetime | None, end: datetime | None) -> pa.Array:
+        """``start <= timestamp < end`` for each row (null timestamps are left out)."""
+        col = batch.column(self.timestamp)  # type: ignore[arg-type]
+        typ = col.type
+        mask = None
+        if start is not None:
+            mask = pc.greater_equal(col, pa.scalar(_in_unit(start, typ.unit, ceil=True), type=typ))
+        if end is not None:
+            below = pc.less(col, pa.scalar(_in_unit(end, typ.unit, ceil=True), type=typ))
+            mask = below if mask is None else pc.and_(mask, below)
+        return mask
 
     def _check_deadline(self, deadline: float | None, path: str) -> None:
         if deadline is not None and self.clock() > deadline:
@@ -229,6 +250,54 @@ class ParquetSink:
 
 def _short(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+
+
+def _in_unit(t: datetime, unit: str, *, ceil: bool) -> int:
+    """``t`` as an integer count of ``unit`` since the epoch, rounded up when ``ceil``.
+
+    With ``n = _in_unit(t, unit, ceil=True)``: ``v >= n`` exactly when the time ``v`` is at or
+    after ``t``, and ``v < n`` exactly when it is before ``t``.
+    """
+    us = (t.astimezone(UTC) - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+    if unit == "ns":
+        return us * 1000
+    per = {"s": 1_000_000, "ms": 1000, "us": 1}[unit]
+    return -(-us // per) if ceil else us // per
+
+
+_PARQUET_UNITS = {"MILLIS": "ms", "MICROS": "us", "NANOS": "ns", "milliseconds": "ms", "microseconds": "us",
+                  "nanoseconds": "ns"}
+
+
+def _row_groups(pf: pq.ParquetFile, timestamp: str, start: datetime | None,
+                end: datetime | None) -> tuple[list[int], list[int]]:
+    """The row groups of a file as (wholly inside ``[start, end)``, partly inside), by their timestamp
+    statistics; groups wholly outside are left out.  Without usable statistics every group is "partly"."""
+    md = pf.metadata
+    groups = list(range(md.num_row_groups))
+    leaf = next((j for j in range(md.num_columns) if md.schema.column(j).path == timestamp), None)
+    unit = None
+    if leaf is not None and md.schema.column(leaf).physical_type == "INT64":
+        logical = json.loads(md.schema.column(leaf).logical_type.to_json() or "{}")
+        unit = _PARQUET_UNITS.get(logical.get("timeUnit", "")) if logical.get("Type") == "Timestamp" else None
+    if unit is None:
+        return [], groups
+    lo = _in_unit(start, unit, ceil=True) if start is not None else None
+    hi = _in_unit(end, unit, ceil=True) if end is not None else None
+    whole, partly = [], []
+    for i in groups:
+        st = md.row_group(i).column(leaf).statistics
+        if st is None or not st.has_min_max:
+            partly.append(i)
+            continue
+        first, last = st.min_raw, st.max_raw
+        if (hi is not None and first >= hi) or (lo is not None and last < lo):
+            continue
+        if (lo is None or first >= lo) and (hi is None or last < hi) and st.null_count == 0:
+            whole.append(i)
+        else:
+            partly.append(i)
+    return whole, partly
 
 
 def _schema_problem(schema: pa.Schema, columns: Mapping[str, ColumnKind], path: str) -> SourceError | None:
