@@ -99,6 +99,7 @@ class ColumnDrift(Detector):
         alpha = getattr(self, "alpha", None)
         p_adj = adjust_p_values(p, method=getattr(self, "correction", "bh"))
         findings = []
+        window_start, window_end = iso(context.window_start), iso(context.window_end)
         for r, padj in zip(rows, p_adj, strict=True):
             if r["insufficient"]:
                 status, threshold = "insufficient_data", self.warn
@@ -109,5 +110,5 @@ class ColumnDrift(Detector):
                 model=context.model, detector=self.name, kind=self.kind, target=r["target"],
                 statistic=self.statistic_name, value=r["value"], threshold=threshold, p_value=r["p_value"],
                 status=status, n_reference=r["n_reference"], n_current=r["n_current"],
-                window_start=iso(context.window_start), window_end=iso(context.window_end), note=r["note"]))
+                window_start=window_start, window_end=window_end, note=r["note"]))
         return findings

@@ -28,6 +28,8 @@ Example
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -73,6 +75,16 @@ class NumericReference:
     def n_nan(self) -> int:
         """Missing values that are NaN or null (not infinite)."""
         return self.n_missing - self.n_inf
+
+    @functools.cached_property
+    def edges_float32(self) -> np.ndarray:
+        """The edges for float32 data (see :func:`_edges_as`), computed once per reference."""
+        return _edges_as(self.edges, np.dtype(np.float32))
+
+    def edges_for(self, dtype: np.dtype) -> np.ndarray:
+        if dtype == self.edges.dtype:
+            return self.edges
+        return self.edges_float32 if dtype == np.float32 else _edges_as(self.edges, dtype)
 
     @classmethod
     def from_values(cls, values: np.ndarray, *, n_null: int = 0, grid_bins: int = 1000,
@@ -144,7 +156,7 @@ class _Sorted:
 
 
 def _sorted_counts(x: np.ndarray, edges: np.ndarray) -> _Sorted:
-    """Sort ``x`` once and cut it at the edges.
+    """Sort ``x`` once and cut it at ``edges`` (of ``x``'s dtype: see :func:`_edges_as`).
 
     ``counts[j]`` is the number of finite values with exactly ``j`` edges at or
     below them, i.e. bins ``[-inf, e0), [e0, e1), …, [e_last, +inf)``.  One sort
@@ -160,9 +172,32 @@ def _sorted_counts(x: np.ndarray, edges: np.ndarray) -> _Sorted:
         hi = int(np.searchsorted(s, inf, side="left"))
         nan_at = int(np.searchsorted(s, np.array(np.nan, dtype=s.dtype), side="left"))
     finite = s[lo:hi]
-    cuts = np.searchsorted(finite, _edges_as(edges, s.dtype), side="left")
-    counts = np.diff(cuts, prepend=0, append=finite.size).astype(np.int64)
+    cuts = np.searchsorted(finite, edges, side="left")
+    counts = np.empty(edges.size + 1, np.int64)
+    counts[0] = cuts[0] if edges.size else finite.size
+    counts[1:-1] = cuts[1:] - cuts[:-1]
+    if edges.size:
+        counts[-1] = finite.size - cuts[-1]
     return _Sorted(counts=counts, finite=finite, n_neginf=lo, n_posinf=nan_at - hi, n_nan=s.size - nan_at)
+
+
+def _shifted_sums(x: np.ndarray, k: float) -> tuple[float, float, float]:
+    """``(k', Σ(x-k'), Σ(x-k')²)`` for a shift ``k'`` near ``k``: sums about a point close to the
+    mean lose no digits to cancellation.
+
+    float32 data is summed in float32 (pairwise sum; BLAS dot with many partial
+    sums): relative error about 1e-5 and at worst 3e-4 on the squares — far below
+    the sampling error of any variance the detectors test — at a third of the
+    float64 cost.  float64 data, and float32 data whose squares overflow, in float64.
+    """
+    if x.dtype == np.float32:
+        k32 = np.float32(k)
+        d = x - k32
+        s1, s2 = float(d.sum()), float(np.dot(d, d))
+        if math.isfinite(s1) and math.isfinite(s2):
+            return float(k32), s1, s2
+    d = np.subtract(x, k, dtype=np.float64)
+    return k, float(d.sum()), float(np.dot(d, d))
 
 
 @dataclass(kw_only=True)
@@ -199,7 +234,7 @@ class NumericCounts:
             x = x.astype(np.float64)
         elif x.dtype.itemsize < 4:
             x = x.astype(np.float32)
-        cut = _sorted_counts(x, ref.edges)
+        cut = _sorted_counts(x, ref.edges_for(x.dtype))
         counts, finite = cut.counts, cut.finite
         n_fin = finite.size
         n_nan, n_posinf, n_neginf = cut.n_nan - n_null, cut.n_posinf, cut.n_neginf
@@ -211,17 +246,15 @@ class NumericCounts:
                 above_sum = float(finite[n_fin - counts[-1]:].sum(dtype=np.float64))
         mean = m2 = 0.0
         if n_fin:
-            # shifted sums about the reference mean: one float64 pass, no cancellation to speak of
-            k = ref.mean if np.isfinite(ref.mean) else 0.0
-            d = np.subtract(finite, k, dtype=np.float64)
-            s1 = float(d.sum())
+            k, s1, s2 = _shifted_sums(finite, ref.mean if np.isfinite(ref.mean) else 0.0)
             mean = k + s1 / n_fin
-            m2 = max(float(np.dot(d, d)) - s1 * s1 / n_fin, 0.0)
+            m2 = max(s2 - s1 * s1 / n_fin, 0.0)
         return cls(counts=counts, n_null=n_null, n_nan=n_nan, n_posinf=n_posinf, n_neginf=n_neginf,
                    below_sum=below_sum, above_sum=above_sum, mean=mean, m2=m2)
 
-    @property
+    @functools.cached_property
     def n_finite(self) -> int:
+        """Finite values counted (cached: counts are never changed in place; ``merge`` makes new counts)."""
         return int(self.counts.sum())
 
     @property

@@ -30,7 +30,7 @@ from detectors.registry import Registry
 from .config import Config, ModelConfig
 from .durations import floor_time
 from .profiles import Columns, WindowProfiler, reference_profile
-from .sources.parquet import ColumnKind, ParquetSink, prefetch
+from .sources.parquet import ColumnKind, ParquetSink, coalesce, prefetch
 
 __all__ = ["Evaluator", "Evaluation", "PROFILE_VERSION", "limit_blas_threads"]
 
@@ -38,6 +38,10 @@ log = logging.getLogger("atalaia.evaluate")
 
 #: bump when the profile layout changes, so cached references are rebuilt
 PROFILE_VERSION = 1
+
+#: rows per counted batch: small files are joined up to it, large ones cut to it (the per-batch
+#: cost of a grid search is then small, and memory stays a few batches)
+BATCH_ROWS = 262_144
 
 
 def limit_blas_threads(threads: int = 1) -> None:
@@ -203,8 +207,9 @@ class Evaluator:
         profiler = WindowProfiler(reference=ref.profile, columns=self.columns, detectors=self.detectors,
                                   pool=self.pool)
         sink = self.predictions()
-        batches = sink.batches(columns=self.window_columns(), start=start, end=end, deadline=deadline)
-        for batch in prefetch(batches):
+        batches = sink.batches(columns=self.window_columns(), start=start, end=end, deadline=deadline,
+                               batch_size=BATCH_ROWS)
+        for batch in prefetch(coalesce(batches, rows=BATCH_ROWS)):
             profiler.add(batch)
         errors = list(sink.errors)
         for err in errors:

@@ -124,28 +124,30 @@ ALL_FIELDS = frozenset({"numeric", "categorical", "sensitive", "timestamp", "mod
 def to_batch(table: pa.Table | pa.RecordBatch, columns: Columns, fields: frozenset[str] = ALL_FIELDS) -> Batch:
     """Arrow → :class:`Batch` for detectors that use per-batch hooks; only ``fields`` are converted
     (object arrays of strings are costly: they are built only for detectors that read them)."""
+    present = frozenset(table.schema.names)  # ``column_names`` builds a new list on every access
+
     def num(name: str | None) -> np.ndarray | None:
-        if "model" not in fields or not name or name not in table.column_names:
+        if "model" not in fields or not name or name not in present:
             return None
         return numeric_values(table.column(name))[0]
 
     def cats(part: str, names: Sequence[str]) -> dict[str, np.ndarray]:
         if part not in fields:
             return {}
-        return {c: _category_array(table.column(c)) for c in names if c in table.column_names}
+        return {c: _category_array(table.column(c)) for c in names if c in present}
 
     ts = np.zeros(0, np.int64)
-    if "timestamp" in fields and columns.timestamp and columns.timestamp in table.column_names:
+    if "timestamp" in fields and columns.timestamp and columns.timestamp in present:
         ts = pc.cast(table.column(columns.timestamp), pa.timestamp("ns", tz="UTC")).to_numpy(
             zero_copy_only=False).astype("datetime64[ns]").astype(np.int64)
     prediction = None
-    if "model" in fields and columns.prediction and columns.prediction in table.column_names:
+    if "model" in fields and columns.prediction and columns.prediction in present:
         col = table.column(columns.prediction)
         prediction = _category_array(col) if columns.prediction_is_class else numeric_values(col)[0]
     return Batch(
         n_rows=table.num_rows,
         numeric={c: numeric_values(table.column(c))[0] for c in columns.numeric
-                 if c in table.column_names} if "numeric" in fields else {},
+                 if c in present} if "numeric" in fields else {},
         categorical=cats("categorical", columns.categorical),
         sensitive=cats("sensitive", columns.sensitive),
         timestamp=ts, score=num(columns.score), prediction=prediction, label=num(columns.label))
@@ -195,8 +197,9 @@ class WindowProfiler:
         def count_categorical(name: str) -> CategoricalCounts:
             return category_counts(batch.column(name))
 
-        num_names = [n for n in self.reference.numeric if n in batch.column_names]
-        cat_names = [n for n in self.reference.categorical if n in batch.column_names]
+        present = frozenset(batch.schema.names)
+        num_names = [n for n in self.reference.numeric if n in present]
+        cat_names = [n for n in self.reference.categorical if n in present]
         if self.pool is not None:
             num_futures = [self.pool.submit(count_numeric, n) for n in num_names]
             cat_futures = [self.pool.submit(count_categorical, n) for n in cat_names]

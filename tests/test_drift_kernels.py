@@ -160,8 +160,9 @@ def test_grid_counts_equal_a_naive_float64_count_at_every_edge(dtype: type) -> N
     assert (cur.n_null, cur.n_nan, cur.n_posinf, cur.n_neginf) == (2, 3, 3, 2)
     assert cur.below_sum == pytest.approx(finite[finite < ref.edges[0]].sum(), rel=1e-12)
     assert cur.above_sum == pytest.approx(finite[finite >= ref.edges[-1]].sum(), rel=1e-12)
-    assert cur.mean == pytest.approx(finite.mean(), rel=1e-9)
-    assert cur.m2 == pytest.approx(((finite - finite.mean()) ** 2).sum(), rel=1e-9)
+    # float32 batches are summed in float32 (see _shifted_sums): errors far below a standard error
+    assert abs(cur.mean - finite.mean()) <= (1e-12 if dtype == np.float64 else 1e-6) * finite.std()
+    assert cur.m2 == pytest.approx(((finite - finite.mean()) ** 2).sum(), rel=1e-9 if dtype == np.float64 else 1e-5)
 
 
 # --------------------------------------------------------------------------- p-value maps

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Literal
@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 
 from detectors.errors import SourceError, SourceTimeout
 
-__all__ = ["ColumnKind", "ParquetSink", "join_labels", "label_lookup", "make_filesystem", "partition_range", "prefetch"]
+__all__ = ["ColumnKind", "ParquetSink", "coalesce", "join_labels", "label_lookup", "make_filesystem", "partition_range", "prefetch"]
 
 ColumnKind = Literal["timestamp", "numeric", "categorical", "any"]
 
@@ -344,6 +344,39 @@ def join_labels(ids: pa.Array, lookup: tuple[pa.Array, pa.Array]) -> pa.Array:
         return pa.nulls(len(ids), type=labels.type if len(labels) else pa.float64())
     idx = pc.index_in(ids, value_set=uniq)
     return pc.take(labels, idx)
+
+
+def coalesce(batches: Iterable[pa.RecordBatch], *, rows: int) -> Iterator[pa.RecordBatch]:
+    """Consecutive batches joined until each holds at least ``rows`` rows (the last may hold fewer).
+
+    Small files give small batches, and each batch costs its consumer a fixed
+    amount (a search of every grid edge per column): joining them keeps that
+    cost per ``rows`` rows.  A change of schema between files ends a batch;
+    dictionary columns are unified.  Memory: at most ``rows`` plus one batch.
+
+    >>> b = pa.record_batch({"x": [1.0, 2.0]})
+    >>> [x.num_rows for x in coalesce([b, b, b], rows=3)]
+    [4, 2]
+    """
+    pending: list[pa.RecordBatch] = []
+    held = 0
+
+    def joined() -> pa.RecordBatch:
+        if len(pending) == 1:
+            return pending[0]
+        return pa.Table.from_batches(pending).combine_chunks().to_batches()[0]
+
+    for batch in batches:
+        if pending and not batch.schema.equals(pending[0].schema):
+            yield joined()
+            pending, held = [], 0
+        pending.append(batch)
+        held += batch.num_rows
+        if held >= rows:
+            yield joined()
+            pending, held = [], 0
+    if pending:
+        yield joined()
 
 
 def prefetch(batches: Iterator[pa.RecordBatch], *, depth: int = 4) -> Iterator[pa.RecordBatch]:
