@@ -19,7 +19,7 @@ import pytest
 from detectors.errors import SourceError, SourceTimeout
 from monitor.config import parse_config
 from monitor.evaluate import Evaluator
-from monitor.sources.parquet import ColumnKind, ParquetSink, _row_groups, join_labels, label_lookup, partition_range
+from monitor.sources.parquet import ColumnKind, ParquetSink, _row_groups, coalesce, join_labels, label_lookup, partition_range
 from tests.conftest import T0, free_port, model_config, write_hourly_sink
 
 COLS: dict[str, ColumnKind] = {"ts": "timestamp", "x0": "numeric", "x1": "numeric", "c": "categorical"}
@@ -165,6 +165,33 @@ def test_batches_are_streamed_in_bounded_sizes(sink: Path) -> None:
     sizes = [b.num_rows for b in src.batches(columns={"ts": "timestamp", "x0": "numeric"}, start=T0,
                                              end=T0 + timedelta(hours=2), batch_size=300)]
     assert sum(sizes) == 2000 and max(sizes) <= 300
+
+
+def test_small_files_are_joined_into_full_batches_and_a_schema_change_ends_one(tmp_path: Path) -> None:
+    # five hourly files of 10 rows, each with its own category dictionary; the fourth stores x0 as float32
+    for h in range(5):
+        t = T0 + timedelta(hours=h)
+        table = small_table(t, 10, seed=h)
+        table = table.set_column(table.schema.get_field_index("c"), "c",
+                                 pa.array([f"h{h}-{i % 3}" for i in range(10)]).dictionary_encode())
+        if h == 3:
+            table = table.set_column(table.schema.get_field_index("x0"), "x0", table.column("x0").cast(pa.float32()))
+        f = part_file(tmp_path, t)
+        f.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, f)
+    src = ParquetSink.open(str(tmp_path), timestamp="ts")
+    separate = list(src.batches(columns=COLS, start=T0, end=T0 + timedelta(hours=5)))
+
+    joined = list(coalesce(iter(separate), rows=25))
+
+    assert [b.num_rows for b in separate] == [10] * 5
+    # 10+10+10 reach 25; the float32 file starts a batch of its own; the last file follows it
+    assert [b.num_rows for b in joined] == [30, 10, 10]
+    assert [b.schema.field("x0").type for b in joined] == [pa.float64(), pa.float32(), pa.float64()]
+    assert pa.Table.from_batches(joined[:1]).column("c").to_pylist() == [
+        v for b in separate[:3] for v in b.column("c").to_pylist()]
+    assert sorted(v for b in joined for v in b.column("x1").to_pylist()) == sorted(
+        v for b in separate for v in b.column("x1").to_pylist())
 
 
 # --------------------------------------------------------------------------- exact [start, end)
