@@ -15,12 +15,14 @@ import os
 import pickle
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+import pyarrow as pa
 
 from detectors.base import Context, Detector, Finding
 from detectors.errors import SourceError
@@ -30,7 +32,7 @@ from detectors.registry import Registry
 from .config import Config, ModelConfig
 from .durations import floor_time
 from .profiles import Columns, WindowProfiler, reference_profile
-from .sources.parquet import ColumnKind, ParquetSink, coalesce, prefetch
+from .sources.parquet import ColumnKind, FileEntry, ParquetSink, coalesce, prefetch
 
 __all__ = ["Evaluator", "Evaluation", "PROFILE_VERSION", "limit_blas_threads"]
 
@@ -74,6 +76,8 @@ class Evaluation:
     errors: list[SourceError] = field(default_factory=list)
     duration_seconds: float = 0.0
     reference_cached: bool = False
+    #: partitions whose profile was reused rather than read (see :class:`Evaluator`)
+    partitions_reused: int = 0
 
     @property
     def outcome(self) -> str:
@@ -88,10 +92,19 @@ class _Reference:
 
 
 class Evaluator:
-    """Evaluates one model; reusable across runs (it keeps the reference in memory)."""
+    """Evaluates one model; reusable across runs.
+
+    It keeps the reference profile in memory and, with ``reuse_partitions``,
+    the profile of every hive partition that lies wholly inside the window:
+    a sliding window then reads only its edge partitions and the ones whose
+    files changed (partition profiles merge like batches).  A partition is
+    reused while its files keep their paths, sizes and modification times and
+    the reference is the same; one with a skipped file is read again next run.
+    """
 
     def __init__(self, *, config: Config, model: ModelConfig, registry: Registry | None = None,
-                 monotonic: Callable[[], float] = time.monotonic, pool: Executor | None = None) -> None:
+                 monotonic: Callable[[], float] = time.monotonic, pool: Executor | None = None,
+                 reuse_partitions: bool = True) -> None:
         #: counts columns in parallel (NumPy releases the GIL); the daemon shares one across models
         self.pool = pool or ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2),
                                                thread_name_prefix=f"atalaia-count-{model.name}")
@@ -112,6 +125,9 @@ class Evaluator:
                             "connect_timeout": storage.connect_timeout.total_seconds(),
                             "request_timeout": storage.request_timeout.total_seconds()}
         self._reference_lock = threading.Lock()
+        self.reuse_partitions = reuse_partitions
+        self._partitions: dict[tuple[Any, ...], Profile] = {}
+        self._partitions_lock = threading.Lock()
 
     def predictions(self) -> ParquetSink:
         """A fresh handle on the prediction sink (one per run: an abandoned run keeps its own)."""
@@ -204,22 +220,66 @@ class Evaluator:
         t0 = self.monotonic()
         start, end = at - self.model.window, at
         ref, cached = self.reference(at)
-        profiler = WindowProfiler(reference=ref.profile, columns=self.columns, detectors=self.detectors,
-                                  pool=self.pool)
         sink = self.predictions()
-        batches = sink.batches(columns=self.window_columns(), start=start, end=end, deadline=deadline,
-                               batch_size=BATCH_ROWS)
-        for batch in prefetch(coalesce(batches, rows=BATCH_ROWS)):
-            profiler.add(batch)
-        errors = list(sink.errors)
+        groups = self._groups(sink.files(start, end), ref.key, start, end)
+        # labels keep arriving for old partitions: a profile with labels joined is never reused
+        reuse = self.reuse_partitions and self.columns.label is None
+        with self._partitions_lock:
+            known = {g.key: self._partitions[g.key] for g in groups if reuse and g.key in self._partitions}
+        todo = [g for g in groups if g.key not in known]
+        profilers = [WindowProfiler(reference=ref.profile, columns=self.columns, detectors=self.detectors,
+                                    pool=self.pool) for _ in todo]
+        errors: list[SourceError] = []
+
+        def read() -> Iterator[tuple[int, pa.RecordBatch]]:
+            for i, group in enumerate(todo):
+                batches = sink.batches(columns=self.window_columns(), start=start, end=end, deadline=deadline,
+                                       batch_size=BATCH_ROWS, files=group.files)
+                for batch in coalesce(batches, rows=BATCH_ROWS):
+                    yield i, batch
+                group.errors = list(sink.errors)
+                errors.extend(group.errors)
+
+        for i, batch in prefetch(read()):
+            profilers[i].add(batch)
+        fresh = {g.key: prof.profile for g, prof in zip(todo, profilers, strict=True)}
+        if reuse:
+            with self._partitions_lock:
+                # keep what this window can use again: finished partitions without skipped files
+                self._partitions = {**{k: v for k, v in self._partitions.items() if k in known},
+                                    **{g.key: fresh[g.key] for g in todo if g.key[0] is not None and not g.errors}}
+        profile = WindowProfiler(reference=ref.profile, columns=self.columns).profile
+        for g in groups:  # one merge order whether a partition was read now or earlier
+            profile = profile.merge(known[g.key] if g.key in known else fresh[g.key])
         for err in errors:
             log.error("model %s: skipped %s", self.model.name, err)
         ctx = Context(model=self.model.name, window_start=start, window_end=end)
         findings: list[Finding] = []
         for det, summary in zip(self.detectors, ref.summaries, strict=True):
-            findings += det.score(summary, profiler.profile, context=ctx)
+            findings += det.score(summary, profile, context=ctx)
         return Evaluation(model=self.model.name, window_start=start, window_end=end, findings=findings,
-                          rows=profiler.profile.n_rows, reference_rows=ref.profile.n_rows, errors=errors,
-                          duration_seconds=self.monotonic() - t0, reference_cached=cached)
+                          rows=profile.n_rows, reference_rows=ref.profile.n_rows, errors=errors,
+                          duration_seconds=self.monotonic() - t0, reference_cached=cached,
+                          partitions_reused=len(known))
+
+    def _groups(self, files: Sequence[FileEntry], reference_key: str, start: datetime,
+                end: datetime) -> list[_Group]:
+        """The window's files in groups, in file order: one per hive partition wholly inside the
+        window, and one for the rest.  Each group is profiled on its own and the groups are merged
+        in order, so a result is the same to the last bit whether a partition was reused or read."""
+        by_span: dict[Any, list[FileEntry]] = {}
+        for f in files:
+            inside = f.span is not None and start <= f.span[0] and f.span[1] <= end
+            by_span.setdefault(f.span if inside else None, []).append(f)
+        return [_Group(key=(span, reference_key, tuple((f.path, f.size, f.mtime_ns) for f in members))
+                       if span is not None else (None,), files=members)
+                for span, members in by_span.items()]
 
 
+@dataclass
+class _Group:
+    """Files profiled together; ``key[0]`` is the partition span, ``None`` for files read every run."""
+
+    key: tuple[Any, ...]
+    files: list[FileEntry]
+    errors: list[SourceError] = field(default_factory=list)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Literal
@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 
 from detectors.errors import SourceError, SourceTimeout
 
-__all__ = ["ColumnKind", "ParquetSink", "coalesce", "join_labels", "label_lookup", "make_filesystem", "partition_range", "prefetch"]
+__all__ = ["ColumnKind", "FileEntry", "ParquetSink", "coalesce", "join_labels", "label_lookup", "make_filesystem", "partition_range", "prefetch"]
 
 ColumnKind = Literal["timestamp", "numeric", "categorical", "any"]
 
@@ -162,17 +162,18 @@ class ParquetSink:
 
     # -- reading --------------------------------------------------------------
     def batches(self, *, columns: Mapping[str, ColumnKind], start: datetime | None = None,
-                end: datetime | None = None, batch_size: int = 262_144,
-                deadline: float | None = None) -> Iterator[pa.RecordBatch]:
+                end: datetime | None = None, batch_size: int = 262_144, deadline: float | None = None,
+                files: Sequence[FileEntry] | None = None) -> Iterator[pa.RecordBatch]:
         """Record batches of ``columns`` for rows with ``start <= timestamp < end``.
 
+        ``files``: read these (from :meth:`files`) instead of listing the sink.
         Bad files are skipped and appended to :attr:`errors`.
         """
         self.errors = []
         names = list(dict.fromkeys(columns))
         if self.timestamp and (start is not None or end is not None) and self.timestamp not in names:
             raise ValueError("the timestamp column must be among the requested columns to filter on it")
-        for entry in self.files(start, end):
+        for entry in self.files(start, end) if files is None else files:
             self._check_deadline(deadline, entry.path)
             try:
                 source = self.filesystem.open_input_file(entry.path)
