@@ -41,6 +41,10 @@ log = logging.getLogger("atalaia.evaluate")
 #: bump when the profile layout changes, so cached references are rebuilt
 PROFILE_VERSION = 1
 
+#: partition profiles kept per model for the next run (each holds the grid counts of every column,
+#: about 16 KB per numeric column): two days of hourly partitions; older ones are read every run
+MAX_REUSED_PARTITIONS = 48
+
 #: rows per counted batch: small files are joined up to it, large ones cut to it (the per-batch
 #: cost of a grid search is then small, and memory stays a few batches)
 BATCH_ROWS = 262_144
@@ -245,9 +249,12 @@ class Evaluator:
         fresh = {g.key: prof.profile for g, prof in zip(todo, profilers, strict=True)}
         if reuse:
             with self._partitions_lock:
-                # keep what this window can use again: finished partitions without skipped files
-                self._partitions = {**{k: v for k, v in self._partitions.items() if k in known},
-                                    **{g.key: fresh[g.key] for g in todo if g.key[0] is not None and not g.errors}}
+                # keep what this window can use again: finished partitions without skipped files, the
+                # newest first (they stay in a sliding window longest), at most MAX_REUSED_PARTITIONS
+                keep = {**{k: v for k, v in self._partitions.items() if k in known},
+                        **{g.key: fresh[g.key] for g in todo if g.key[0] is not None and not g.errors}}
+                newest = sorted(keep, key=lambda k: k[0][0], reverse=True)[:MAX_REUSED_PARTITIONS]
+                self._partitions = {k: keep[k] for k in newest}
         profile = WindowProfiler(reference=ref.profile, columns=self.columns).profile
         for g in groups:  # one merge order whether a partition was read now or earlier
             profile = profile.merge(known[g.key] if g.key in known else fresh[g.key])

@@ -132,3 +132,18 @@ def test_findings_replay_exactly_at_the_same_time(tmp_path: Path, hourly: Path) 
     ev = evaluator(tmp_path, hourly)
     at = datetime.fromisoformat("2026-11-20T21:17:05+00:00")
     assert results(ev.evaluate(at=at)) == results(ev.evaluate(at=at))
+
+
+def test_at_most_max_reused_partitions_are_kept_the_newest_first(tmp_path: Path, hourly: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import monitor.evaluate as evaluate_module
+
+    monkeypatch.setattr(evaluate_module, "MAX_REUSED_PARTITIONS", 3)
+    ev = evaluator(tmp_path, hourly)
+    at = T0 + timedelta(hours=20)
+    ev.evaluate(at=at)
+    again = ev.evaluate(at=at)
+
+    assert again.partitions_reused == 3
+    assert sorted(k[0][0].hour for k in ev._partitions) == [17, 18, 19]
+    assert results(again) == results(evaluator(tmp_path, hourly, reuse=False).evaluate(at=at))
