@@ -233,6 +233,10 @@ class Detector(ABC):
     #: "timestamp", "model" (score, prediction, label); the rest are left empty, unconverted
     batch_fields: ClassVar[frozenset[str]] = frozenset({"numeric", "categorical", "sensitive", "timestamp", "model"})
 
+    #: True when ``batch_extra`` keeps raw values (memory grows with the window); the evaluator then
+    #: keeps no partition profiles between runs
+    keeps_raw_values: ClassVar[bool] = False
+
     def reference_extra(self, reference: Batch) -> Any:
         """Summarise the whole reference (as one :class:`Batch`) once; stored in ``summary.extras``."""
         return None

@@ -1035,6 +1035,10 @@ class KS(ColumnDrift):
     def uses_batches(self) -> bool:  # only the exact test needs the raw values
         return bool(self.exact)
 
+    @property  # type: ignore[override]
+    def keeps_raw_values(self) -> bool:
+        return bool(self.exact)
+
     def reference_extra(self, reference: Batch) -> Any:
         return self.batch_extra(None, reference) if self.exact else None
 

@@ -139,8 +139,8 @@ def _edges_as(edges: np.ndarray, dtype: np.dtype) -> np.ndarray:
         return edges
     with np.errstate(over="ignore"):
         out = edges.astype(dtype)
-    low = out.astype(edges.dtype) < edges
-    out[low] = np.nextafter(out[low], np.array(np.inf, dtype=dtype))
+        low = out.astype(edges.dtype) < edges
+        out[low] = np.nextafter(out[low], np.array(np.inf, dtype=dtype))
     return out
 
 
@@ -181,23 +181,24 @@ def _sorted_counts(x: np.ndarray, edges: np.ndarray) -> _Sorted:
     return _Sorted(counts=counts, finite=finite, n_neginf=lo, n_posinf=nan_at - hi, n_nan=s.size - nan_at)
 
 
-def _shifted_sums(x: np.ndarray, k: float) -> tuple[float, float, float]:
-    """``(k', Σ(x-k'), Σ(x-k')²)`` for a shift ``k'`` near ``k``: sums about a point close to the
-    mean lose no digits to cancellation.
+def _shifted_sums(x: np.ndarray) -> tuple[float, float, float]:
+    """``(k, Σ(x-k), Σ(x-k)²)`` of sorted ``x`` about its median ``k``: sums about a point inside the
+    batch lose no digits to cancellation, wherever the batch lies.
 
     float32 data is summed in float32 (pairwise sum; BLAS dot with many partial
     sums): relative error about 1e-5 and at worst 3e-4 on the squares — far below
     the sampling error of any variance the detectors test — at a third of the
     float64 cost.  float64 data, and float32 data whose squares overflow, in float64.
     """
+    k = x[x.size // 2]
     if x.dtype == np.float32:
-        k32 = np.float32(k)
-        d = x - k32
-        s1, s2 = float(d.sum()), float(np.dot(d, d))
+        with np.errstate(over="ignore", invalid="ignore"):
+            d = x - k
+            s1, s2 = float(d.sum()), float(np.dot(d, d))
         if math.isfinite(s1) and math.isfinite(s2):
-            return float(k32), s1, s2
-    d = np.subtract(x, k, dtype=np.float64)
-    return k, float(d.sum()), float(np.dot(d, d))
+            return float(k), s1, s2
+    d = np.subtract(x, float(k), dtype=np.float64)
+    return float(k), float(d.sum()), float(np.dot(d, d))
 
 
 @dataclass(kw_only=True)
@@ -246,7 +247,7 @@ class NumericCounts:
                 above_sum = float(finite[n_fin - counts[-1]:].sum(dtype=np.float64))
         mean = m2 = 0.0
         if n_fin:
-            k, s1, s2 = _shifted_sums(finite, ref.mean if np.isfinite(ref.mean) else 0.0)
+            k, s1, s2 = _shifted_sums(finite)
             mean = k + s1 / n_fin
             m2 = max(s2 - s1 * s1 / n_fin, 0.0)
         return cls(counts=counts, n_null=n_null, n_nan=n_nan, n_posinf=n_posinf, n_neginf=n_neginf,

@@ -226,8 +226,10 @@ class Evaluator:
         ref, cached = self.reference(at)
         sink = self.predictions()
         groups = self._groups(sink.files(start, end), ref.key, start, end)
-        # labels keep arriving for old partitions: a profile with labels joined is never reused
-        reuse = self.reuse_partitions and self.columns.label is None
+        # labels keep arriving for old partitions: a profile with labels joined is never reused; nor
+        # are raw samples kept across runs (an exact test's memory would grow with every partition)
+        reuse = self.reuse_partitions and self.columns.label is None \
+            and not any(d.keeps_raw_values for d in self.detectors)
         with self._partitions_lock:
             known = {g.key: self._partitions[g.key] for g in groups if reuse and g.key in self._partitions}
         todo = [g for g in groups if g.key not in known]
@@ -249,12 +251,8 @@ class Evaluator:
         fresh = {g.key: prof.profile for g, prof in zip(todo, profilers, strict=True)}
         if reuse:
             with self._partitions_lock:
-                # keep what this window can use again: finished partitions without skipped files, the
-                # newest first (they stay in a sliding window longest), at most MAX_REUSED_PARTITIONS
-                keep = {**{k: v for k, v in self._partitions.items() if k in known},
-                        **{g.key: fresh[g.key] for g in todo if g.key[0] is not None and not g.errors}}
-                newest = sorted(keep, key=lambda k: k[0][0], reverse=True)[:MAX_REUSED_PARTITIONS]
-                self._partitions = {k: keep[k] for k in newest}
+                self._partitions = self._kept(self._partitions, {g.key: fresh[g.key] for g in todo if not g.errors},
+                                              reference_key=ref.key, start=start)
         profile = WindowProfiler(reference=ref.profile, columns=self.columns).profile
         for g in groups:  # one merge order whether a partition was read now or earlier
             profile = profile.merge(known[g.key] if g.key in known else fresh[g.key])
@@ -268,6 +266,21 @@ class Evaluator:
                           rows=profile.n_rows, reference_rows=ref.profile.n_rows, errors=errors,
                           duration_seconds=self.monotonic() - t0, reference_cached=cached,
                           partitions_reused=len(known))
+
+    @staticmethod
+    def _kept(kept: dict[tuple[Any, ...], Profile], new: dict[tuple[Any, ...], Profile], *, reference_key: str,
+              start: datetime) -> dict[tuple[Any, ...], Profile]:
+        """The partition profiles to keep after a run: the earlier ones and this run's finished ones
+        (``new``; a group with a skipped file is left out by the caller), less those of another reference or
+        already slid out of the window, and of one span only this run's; the newest
+        ``MAX_REUSED_PARTITIONS``.  Merging rather than replacing keeps a run abandoned on a timeout, which
+        finishes later, from dropping what a newer run kept."""
+        fresh_spans = {k[0] for k in new if k[0] is not None}
+        out = {k: v for k, v in kept.items()
+               if k[1] == reference_key and k[0][1] > start and k[0] not in fresh_spans}
+        out |= {k: v for k, v in new.items() if k[0] is not None}
+        newest = sorted(out, key=lambda k: k[0][0], reverse=True)[:MAX_REUSED_PARTITIONS]
+        return {k: out[k] for k in newest}
 
     def _groups(self, files: Sequence[FileEntry], reference_key: str, start: datetime,
                 end: datetime) -> list[_Group]:

@@ -165,6 +165,18 @@ def test_grid_counts_equal_a_naive_float64_count_at_every_edge(dtype: type) -> N
     assert cur.m2 == pytest.approx(((finite - finite.mean()) ** 2).sum(), rel=1e-9 if dtype == np.float64 else 1e-5)
 
 
+@pytest.mark.parametrize("shift", [0.0, 1e3, 1e5])
+def test_float32_moments_hold_far_from_the_reference_mean(shift: float) -> None:
+    # the sums are taken about the batch's own median: a window far from the reference loses no digits
+    rng = np.random.default_rng(5)
+    ref = NumericReference.from_values(rng.normal(size=5000))
+    x = (rng.normal(size=262_144) + shift).astype(np.float32)
+    cur = NumericCounts.of(x, ref)
+    wide = x.astype(np.float64)
+    assert abs(cur.mean - wide.mean()) <= 1e-5 * wide.std()
+    assert cur.m2 == pytest.approx(((wide - wide.mean()) ** 2).sum(), rel=1e-4)
+
+
 # --------------------------------------------------------------------------- p-value maps
 
 def test_cvm_p_value_tail_is_monotone_and_continuous() -> None:

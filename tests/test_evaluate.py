@@ -34,6 +34,13 @@ def results(ev: Evaluation) -> list[tuple[Any, ...]]:
             for f in ev.findings]
 
 
+def rows_between(sink: Path, start: datetime, end: datetime) -> int:
+    ts = pa.concat_arrays([pq.read_table(p, columns=["ts"]).column("ts").combine_chunks()
+                           for p in sorted(sink.rglob("*.parquet"))])
+    lo, hi = (pa.scalar(t, type=ts.type) for t in (start, end))
+    return sum(1 for v in ts.to_pylist() if lo.as_py() <= v < hi.as_py())
+
+
 @pytest.fixture
 def hourly(tmp_path: Path) -> Path:
     root = tmp_path / "preds"
@@ -52,6 +59,11 @@ def test_a_sliding_window_reads_only_its_new_partitions_and_equals_a_fresh_evalu
     third = ev.evaluate(at=T0 + timedelta(hours=20, minutes=30))
 
     assert (first.partitions_reused, second.partitions_reused, third.partitions_reused) == (0, 5, 5)
+    for done, at in ((first, T0 + timedelta(hours=19)), (second, T0 + timedelta(hours=20)),
+                     (third, T0 + timedelta(hours=20, minutes=30))):
+        assert done.rows == rows_between(hourly, at - timedelta(hours=6), at)
+        x0 = next(f for f in done.findings if (f.detector, f.target) == ("ks", "x0"))
+        assert x0.n_current == done.rows
     for done, at in ((second, T0 + timedelta(hours=20)), (third, T0 + timedelta(hours=20, minutes=30))):
         fresh = evaluator(tmp_path, hourly, reuse=False).evaluate(at=at)
         assert fresh.partitions_reused == 0
@@ -95,6 +107,18 @@ def test_a_partition_with_a_skipped_file_is_not_kept(tmp_path: Path, hourly: Pat
     assert second.partitions_reused == 5
 
 
+def test_a_run_that_finishes_late_does_not_drop_what_a_newer_run_kept(tmp_path: Path, hourly: Path) -> None:
+    ev = evaluator(tmp_path, hourly)
+    ev.evaluate(at=T0 + timedelta(hours=20))
+    newer = dict(ev._partitions)
+    # an older run (as one abandoned on a timeout) finishes after the newer one
+    old = evaluator(tmp_path, hourly)
+    old.evaluate(at=T0 + timedelta(hours=19))
+    key = next(iter(newer))
+    kept = ev._kept(newer, old._partitions, reference_key=key[1], start=T0 + timedelta(hours=14))
+    assert set(newer) <= set(kept)
+
+
 def test_a_new_reference_invalidates_the_reused_partitions(tmp_path: Path, hourly: Path) -> None:
     ev = evaluator(tmp_path, hourly)
     at = T0 + timedelta(hours=20)
@@ -114,6 +138,21 @@ def test_without_reuse_nothing_is_kept(tmp_path: Path, hourly: Path) -> None:
     ev = evaluator(tmp_path, hourly, reuse=False)
     at = T0 + timedelta(hours=20)
     assert [ev.evaluate(at=at).partitions_reused for _ in range(2)] == [0, 0]
+    assert ev._partitions == {}
+
+
+def test_an_exact_test_keeps_no_partitions_between_runs(tmp_path: Path, hourly: Path) -> None:
+    # raw samples kept for 48 partitions would make memory grow with the window on every run
+    cfg = parse_config({
+        "state_dir": str(tmp_path / "state"),
+        "models": [model_config(pred_path=str(hourly), window="6h", detectors=[{"type": "ks", "exact": True}],
+                                reference={"start": T0.isoformat(), "end": (T0 + timedelta(hours=12)).isoformat()})],
+    })
+    ev = Evaluator(config=cfg, model=cfg.models[0])
+    at = T0 + timedelta(hours=20)
+    runs = [ev.evaluate(at=at) for _ in range(2)]
+    assert [r.partitions_reused for r in runs] == [0, 0] and ev._partitions == {}
+    assert all(f.note and "exact" in f.note for f in runs[1].findings if f.n_current)
 
 
 def test_an_unpartitioned_sink_is_read_whole_every_run(tmp_path: Path, hourly: Path) -> None:
