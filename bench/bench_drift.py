@@ -74,33 +74,39 @@ PEERS: dict[str, dict[str, Any]] = {
 # the peers phone home (segment.io / Evidently's collector): switch it off so no network wait is timed
 PEER_ENV = {"DO_NOT_TRACK": "1", "NML_DISABLE_USAGE_LOGGING": "1"}
 
-# the floor in a fresh process: imports pyarrow only, reads the columns of the window's files, either through
+# the read floor: the columns of the window's files as record batches, float columns to NumPy, either through
 # pyarrow.dataset (files read ahead in parallel; imports pandas) or file by file with pyarrow.parquet
-FLOOR = r"""
-import sys, pyarrow as pa
-files, cols, batch_size, how = sys.argv[1].split(","), sys.argv[2].split(","), int(sys.argv[3]), sys.argv[4]
-if how == "dataset":
-    import pyarrow.dataset as ds
-    batches = ds.dataset(files, format="parquet").to_batches(columns=cols, batch_size=batch_size)
-else:
-    import pyarrow.parquet as pq
-    batches = (b for f in files for b in pq.ParquetFile(f).iter_batches(columns=cols, batch_size=batch_size))
-n = 0
-for b in batches:
-    for c in b.columns:
-        if pa.types.is_floating(c.type):
-            c.to_numpy(zero_copy_only=False)
-    n += b.num_rows
-print(n)
+READ = r"""
+def read(files, cols, batch_size, how):
+    import pyarrow as pa
+    if how == "dataset":
+        import pyarrow.dataset as ds
+        batches = ds.dataset(files, format="parquet").to_batches(columns=cols, batch_size=batch_size)
+    else:
+        import pyarrow.parquet as pq
+        batches = (b for f in files for b in pq.ParquetFile(f).iter_batches(columns=cols, batch_size=batch_size))
+    n = 0
+    for b in batches:
+        for c in b.columns:
+            if pa.types.is_floating(c.type):
+                c.to_numpy(zero_copy_only=False)
+        n += b.num_rows
+    return n
+"""
+
+# the floor in a fresh process: imports pyarrow only
+FLOOR = READ + r"""
+import sys
+print(read(sys.argv[1].split(","), sys.argv[2].split(","), int(sys.argv[3]), sys.argv[4]))
 """
 FLOOR_READERS = ("dataset", "file")
 
 # one evaluation in-process (second of two, reference warm) next to the same read in-process
-INPROC = r"""
+INPROC = READ + r"""
 import json, resource, sys, time
 t0 = time.perf_counter()
 from datetime import datetime
-import pyarrow as pa, pyarrow.dataset as ds, pyarrow.parquet as pq
+import pyarrow.dataset, pyarrow.parquet  # both readers imported before the timing, like the evaluator's imports
 from monitor.config import load_config
 from monitor.evaluate import Evaluator, limit_blas_threads
 import_seconds = time.perf_counter() - t0
@@ -121,22 +127,10 @@ daemon.evaluate(at=at)
 t = time.perf_counter(); again = daemon.evaluate(at=at); reused_s = time.perf_counter() - t
 assert [f.value for f in again.findings] == [f.value for f in second.findings]
 cols = list(ev.window_columns())
-def read(how):
-    if how == "dataset":
-        batches = ds.dataset(files, format="parquet").to_batches(columns=cols, batch_size=batch_size)
-    else:
-        batches = (b for f in files for b in pq.ParquetFile(f).iter_batches(columns=cols, batch_size=batch_size))
-    n = 0
-    for b in batches:
-        for c in b.columns:
-            if pa.types.is_floating(c.type):
-                c.to_numpy(zero_copy_only=False)
-        n += b.num_rows
-    return n
 reads = {}
 for how in ("dataset", "file"):
-    rows = read(how)  # the first read warms the page cache
-    t = time.perf_counter(); rows = read(how); reads[how] = time.perf_counter() - t
+    rows = read(files, cols, batch_size, how)  # the first read warms the page cache
+    t = time.perf_counter(); rows = read(files, cols, batch_size, how); reads[how] = time.perf_counter() - t
 read_s = min(reads.values())
 print(json.dumps({"import_seconds": import_seconds, "first_seconds": first_s, "evaluate_seconds": second_s,
                   "reused_seconds": reused_s, "partitions_reused": again.partitions_reused,
