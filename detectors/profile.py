@@ -368,6 +368,20 @@ class Profile:
             cols += list(self.categorical)
         return cols
 
+    def approx_bytes(self) -> int:
+        """About how much memory the counts hold: grid arrays, categories, extras that are grid counts.
+
+        >>> ref = NumericReference.from_values(np.arange(1000.0))
+        >>> Profile(n_rows=1, numeric={"x": NumericCounts.empty(ref)}).approx_bytes() > 8 * ref.edges.size
+        True
+        """
+        total = sum(getattr(c, "counts", np.empty(0)).nbytes for c in self.numeric.values())
+        total += sum(64 * len(c.counts) for c in self.categorical.values())
+        for extra in self.extras.values():
+            counts = getattr(extra, "counts", None)
+            total += counts.nbytes if isinstance(counts, np.ndarray) else 0
+        return total
+
     def merge(self, other: Profile) -> Profile:
         num = {k: self.numeric[k].merge(v) if k in self.numeric else v for k, v in other.numeric.items()}
         cat = {k: self.categorical[k].merge(v) if k in self.categorical else v for k, v in other.categorical.items()}

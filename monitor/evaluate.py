@@ -41,9 +41,11 @@ log = logging.getLogger("atalaia.evaluate")
 #: bump when the profile layout changes, so cached references are rebuilt
 PROFILE_VERSION = 1
 
-#: partition profiles kept per model for the next run (each holds the grid counts of every column,
-#: about 16 KB per numeric column): two days of hourly partitions; older ones are read every run
+#: partition profiles kept per model for the next run, the newest first: at most two days of hourly
+#: partitions and at most 64 MiB (each holds the grid counts of every column, about 16 KB per numeric
+#: column: 64 MiB is 48 partitions of a model with about 80 numeric features); the rest are read every run
 MAX_REUSED_PARTITIONS = 48
+MAX_REUSED_BYTES = 64 * 2**20
 
 #: rows per counted batch: small files are joined up to it, large ones cut to it (the per-batch
 #: cost of a grid search is then small, and memory stays a few batches)
@@ -273,14 +275,20 @@ class Evaluator:
         """The partition profiles to keep after a run: the earlier ones and this run's finished ones
         (``new``; a group with a skipped file is left out by the caller), less those of another reference or
         already slid out of the window, and of one span only this run's; the newest
-        ``MAX_REUSED_PARTITIONS``.  Merging rather than replacing keeps a run abandoned on a timeout, which
-        finishes later, from dropping what a newer run kept."""
+        ``MAX_REUSED_PARTITIONS`` within ``MAX_REUSED_BYTES``.  Merging rather than replacing keeps a run
+        abandoned on a timeout, which finishes later, from dropping what a newer run kept."""
         fresh_spans = {k[0] for k in new if k[0] is not None}
         out = {k: v for k, v in kept.items()
                if k[1] == reference_key and k[0][1] > start and k[0] not in fresh_spans}
         out |= {k: v for k, v in new.items() if k[0] is not None}
-        newest = sorted(out, key=lambda k: k[0][0], reverse=True)[:MAX_REUSED_PARTITIONS]
-        return {k: out[k] for k in newest}
+        chosen: dict[tuple[Any, ...], Profile] = {}
+        held = 0
+        for k in sorted(out, key=lambda k: k[0][0], reverse=True)[:MAX_REUSED_PARTITIONS]:
+            held += out[k].approx_bytes()
+            if held > MAX_REUSED_BYTES:
+                break
+            chosen[k] = out[k]
+        return chosen
 
     def _groups(self, files: Sequence[FileEntry], reference_key: str, start: datetime,
                 end: datetime) -> list[_Group]:

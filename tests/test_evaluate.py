@@ -186,3 +186,21 @@ def test_at_most_max_reused_partitions_are_kept_the_newest_first(tmp_path: Path,
     assert again.partitions_reused == 3
     assert sorted(k[0][0].hour for k in ev._partitions) == [17, 18, 19]
     assert results(again) == results(evaluator(tmp_path, hourly, reuse=False).evaluate(at=at))
+
+
+def test_kept_partitions_stay_within_the_memory_budget(tmp_path: Path, hourly: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import monitor.evaluate as evaluate_module
+
+    ev = evaluator(tmp_path, hourly)
+    at = T0 + timedelta(hours=20)
+    ev.evaluate(at=at)
+    one = next(iter(ev._partitions.values())).approx_bytes()
+    assert one > 6 * 8 * 1000  # grid counts of the numeric columns at least
+    monkeypatch.setattr(evaluate_module, "MAX_REUSED_BYTES", int(2.5 * one))
+    again = ev.evaluate(at=at)  # reuses the six kept under no budget, then keeps what fits
+    assert sorted(k[0][0].hour for k in ev._partitions) == [18, 19]
+    third = ev.evaluate(at=at)
+
+    assert (again.partitions_reused, third.partitions_reused) == (6, 2)
+    assert results(third) == results(evaluator(tmp_path, hourly, reuse=False).evaluate(at=at))
