@@ -82,8 +82,7 @@ class NumericReference:
         return _edges_as(self.edges, np.dtype(np.float32))
 
     def edges_for(self, dtype: np.dtype) -> np.ndarray:
-        if dtype == self.edges.dtype:
-            return self.edges
+        """The edges to compare data of ``dtype`` with (float32's cached)."""
         return self.edges_float32 if dtype == np.float32 else _edges_as(self.edges, dtype)
 
     @classmethod
@@ -107,7 +106,7 @@ class NumericReference:
         edges = np.unique(np.concatenate([uniform, quantiles, psi_q, [top]]))
         edges = edges[(edges >= lo) & (edges <= top)]
         edges = edges[edges != hi] if edges.size > 2 else edges  # hi is inside the closed top bin
-        counts = np.diff(np.searchsorted(finite, edges, side="left"), prepend=0, append=finite.size).astype(np.int64)
+        counts = _cut(finite, edges)
         # a bin boundary for each distinct PSI quantile cut point; counts index = edge index + 1
         cut_edges = np.unique(psi_q[(psi_q > lo) & (psi_q < top)])
         psi_cuts = np.concatenate([[0], np.searchsorted(edges, cut_edges) + 1])
@@ -172,13 +171,19 @@ def _sorted_counts(x: np.ndarray, edges: np.ndarray) -> _Sorted:
         hi = int(np.searchsorted(s, inf, side="left"))
         nan_at = int(np.searchsorted(s, np.array(np.nan, dtype=s.dtype), side="left"))
     finite = s[lo:hi]
+    return _Sorted(counts=_cut(finite, edges), finite=finite, n_neginf=lo, n_posinf=nan_at - hi,
+                   n_nan=s.size - nan_at)
+
+
+def _cut(finite: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Counts of sorted finite values with exactly ``j`` edges at or below them, ``j = 0 … len(edges)``."""
     cuts = np.searchsorted(finite, edges, side="left")
     counts = np.empty(edges.size + 1, np.int64)
     counts[0] = cuts[0] if edges.size else finite.size
     counts[1:-1] = cuts[1:] - cuts[:-1]
     if edges.size:
         counts[-1] = finite.size - cuts[-1]
-    return _Sorted(counts=counts, finite=finite, n_neginf=lo, n_posinf=nan_at - hi, n_nan=s.size - nan_at)
+    return counts
 
 
 def _shifted_sums(x: np.ndarray) -> tuple[float, float, float]:

@@ -237,19 +237,19 @@ class Evaluator:
         todo = [g for g in groups if g.key not in known]
         profilers = [WindowProfiler(reference=ref.profile, columns=self.columns, detectors=self.detectors,
                                     pool=self.pool) for _ in todo]
-        errors: list[SourceError] = []
+        columns = self.window_columns()
 
         def read() -> Iterator[tuple[int, pa.RecordBatch]]:
             for i, group in enumerate(todo):
-                batches = sink.batches(columns=self.window_columns(), start=start, end=end, deadline=deadline,
+                batches = sink.batches(columns=columns, start=start, end=end, deadline=deadline,
                                        batch_size=BATCH_ROWS, files=group.files)
                 for batch in coalesce(batches, rows=BATCH_ROWS):
                     yield i, batch
                 group.errors = list(sink.errors)
-                errors.extend(group.errors)
 
         for i, batch in prefetch(read()):
             profilers[i].add(batch)
+        errors = [e for g in todo for e in g.errors]
         fresh = {g.key: prof.profile for g, prof in zip(todo, profilers, strict=True)}
         if reuse:
             with self._partitions_lock:
