@@ -54,7 +54,7 @@ import numpy as np
 from scipy import special
 
 from .drift_common import ColumnDrift, Stat, drift_params
-from .profile import CategoricalCounts, CategoricalReference, NumericReference
+from .profile import CategoricalCounts, CategoricalReference, NumericReference, per_pair
 
 __all__ = [
     "MIN_EXPECTED",
@@ -64,6 +64,8 @@ __all__ = [
     "homogeneity_table",
     "merge_sparse",
     "contingency_test",
+    "homogeneity_test",
+    "shared_binned_pair",
     "cohens_w",
     "total_variation",
     "Chi2",
@@ -179,6 +181,26 @@ def contingency_test(p: np.ndarray, q: np.ndarray, *, statistic: str = "pearson"
     return stat, float(special.chdtrc(dof, stat)), dof, pooled
 
 
+def homogeneity_test(reference: Any, current: Any, *, statistic: str = "pearson"
+                     ) -> tuple[float, float, int, int, int, int]:
+    """:func:`contingency_test` of :func:`homogeneity_table`, once per (reference, current) pair and statistic.
+
+    Returns ``(statistic, p_value, dof, pooled, n, m)`` with ``n``, ``m`` the
+    table's two row totals.  JS, KL, Hellinger, TV and chi2 all test the same
+    table: it is built and tested once per run (:func:`~detectors.profile.per_pair`).
+    """
+    def run() -> tuple[float, float, int, int, int, int]:
+        p, q = homogeneity_table(reference, current)
+        return (*contingency_test(p, q, statistic=statistic), int(p.sum()), int(q.sum()))
+
+    return per_pair(current, reference, f"homogeneity:{statistic}", run)
+
+
+def shared_binned_pair(reference: Any, current: Any) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """:func:`binned_pair`, once per (reference, current) pair (do not change the arrays returned)."""
+    return per_pair(current, reference, "binned_pair", lambda: binned_pair(reference, current))
+
+
 def cohens_w(stat: float, n: int, m: int) -> float:
     """Effect size of a 2 x k homogeneity statistic: ``sqrt(stat * (n + m) / (n m))``.
 
@@ -224,9 +246,7 @@ class _ContingencyDrift(ColumnDrift):
     lambda_: ClassVar[str]
 
     def statistic(self, reference: CategoricalReference, current: CategoricalCounts) -> Stat:
-        p, q = homogeneity_table(reference, current)
-        stat, pv, dof, pooled = contingency_test(p, q, statistic=self.lambda_)
-        n, m = int(p.sum()), int(q.sum())
+        stat, pv, dof, pooled, n, m = homogeneity_test(reference, current, statistic=self.lambda_)
         return Stat(value=cohens_w(stat, n, m), p_value=pv,
                     note=_join(f"{self.lambda_} statistic {stat:.4g}, dof {dof}", pooled_note(pooled),
                                unseen_note(current, reference)))
@@ -313,7 +333,7 @@ class TotalVariation(ColumnDrift):
     params = drift_params(warn=0.08, alert=0.2, test=True)
 
     def statistic(self, reference: Any, current: Any) -> Stat:
-        p, q, _ = binned_pair(reference, current)
-        _, pv, _, pooled = contingency_test(*homogeneity_table(reference, current))
+        p, q, _ = shared_binned_pair(reference, current)
+        _, pv, _, pooled, _, _ = homogeneity_test(reference, current)
         return Stat(value=total_variation(p, q), p_value=pv,
                     note=_join(pooled_note(pooled), unseen_note(current, reference)))

@@ -60,15 +60,15 @@ import numpy as np
 from scipy import special
 
 from .base import Batch, Context, Finding, Param, boolean
-from .drift_categorical import binned_pair, contingency_test, homogeneity_table, pooled_note, unseen_note
+from .drift_categorical import homogeneity_test, pooled_note, shared_binned_pair, unseen_note
 from .drift_common import ColumnDrift, Stat, drift_params
-from .profile import CategoricalReference, NumericCounts, NumericReference, Profile
+from .profile import CategoricalReference, NumericCounts, NumericReference, Profile, per_pair
 
 __all__ = [
     "PSI", "KS", "JensenShannon", "KLDivergence", "Hellinger", "Wasserstein", "CramerVonMises",
     "AndersonDarling", "MeanShift",
     "psi", "ks_binned", "ks_p_value", "psi_p_value", "js_distance", "kl_divergence", "hellinger",
-    "wasserstein_binned", "cramer_von_mises_binned", "cvm_p_value", "mean_abs_deviation", "rank_test",
+    "wasserstein_binned", "cramer_von_mises_binned", "cvm_p_value", "mean_abs_deviation", "rank_test", "rank_tests",
     "anderson_darling_binned", "ad_p_value", "mean_shift",
     "PSI_EPSILON", "KS_LIMIT_N", "RawSample", "batch_numeric",
 ]
@@ -291,8 +291,11 @@ def tie_shares(reference: np.ndarray, current: np.ndarray) -> np.ndarray | None:
     """
     p = np.asarray(reference, dtype=np.float64)
     q = np.asarray(current, dtype=np.float64)
-    big_n = p.sum() + q.sum()
-    h = (p + q) / big_n
+    pooled = p + q
+    big_n = pooled.sum()
+    if pooled.max(initial=0.0) < MATERIAL_TIE * big_n:  # the common case, decided in two passes
+        return None
+    h = pooled / big_n
     free = np.zeros(h.size, bool)
     free[[0, -1]] = True
     free &= p == 0
@@ -472,6 +475,12 @@ def cramer_von_mises_binned(reference: np.ndarray, current: np.ndarray) -> tuple
     return t, cvm_p_value(t, n_reference=n, n_current=m, ties=ties), omega2
 
 
+def _shared_cvm(reference: NumericReference, current: NumericCounts) -> tuple[float, float, float]:
+    """:func:`cramer_von_mises_binned` once per pair: ``wasserstein`` takes its p-value from the same test."""
+    return per_pair(current, reference, "cvm",
+                    lambda: cramer_von_mises_binned(reference.counts, current.counts))
+
+
 _AD_B0 = np.array([0.675, 1.281, 1.645, 1.96, 2.326, 2.573, 3.085])
 _AD_B1 = np.array([-0.245, 0.25, 0.678, 1.149, 1.822, 2.364, 3.615])
 _AD_B2 = np.array([-0.105, -0.305, -0.362, -0.391, -0.396, -0.345, -0.154])
@@ -481,10 +490,12 @@ _AD_VAR_CONTINUOUS = 2 * (math.pi ** 2 - 9) / 3
 
 
 @functools.lru_cache(maxsize=16)
-def _ad_fit(k: int) -> tuple[np.ndarray, float, float]:
+def _ad_fit(k: int) -> tuple[tuple[float, float, float], float, float]:
+    """Scholz & Stephens' critical values for k samples fitted by a quadratic in log p, and the table's ends."""
     m = k - 1
     crit = _AD_B0 + _AD_B1 / math.sqrt(m) + _AD_B2 / m
-    return np.polyfit(crit, np.log(_AD_SIG), 2), float(crit.min()), float(crit.max())
+    c2, c1, c0 = (float(c) for c in np.polyfit(crit, np.log(_AD_SIG), 2))
+    return (c2, c1, c0), float(crit.min()), float(crit.max())
 
 
 def ad_p_value(a2: float, *, k: int = 2) -> float:
@@ -496,13 +507,9 @@ def ad_p_value(a2: float, *, k: int = 2) -> float:
     log-linearly with its slope at the table's ends (capped at 1), so a
     large shift across many features still survives the correction.
     """
-    pf, lo, hi = _ad_fit(k)
-    if a2 < lo:
-        logp = np.polyval(pf, lo) + np.polyval(np.polyder(pf), lo) * (a2 - lo)
-    elif a2 > hi:
-        logp = np.polyval(pf, hi) + np.polyval(np.polyder(pf), hi) * (a2 - hi)
-    else:
-        logp = np.polyval(pf, a2)
+    (c2, c1, c0), lo, hi = _ad_fit(k)
+    end = lo if a2 < lo else hi if a2 > hi else a2  # beyond the table: the tangent at its end
+    logp = (c2 * end + c1) * end + c0 + (2 * c2 * end + c1) * (a2 - end)
     return float(min(1.0, math.exp(logp)))
 
 
@@ -527,13 +534,17 @@ def _ad_sigma2(n: int, m: int) -> float:
 def _ad_free_run(f: int, b0: float, m0: float, r0: float, n: int, m: int) -> float:
     """Sum of A²_akN terms over ``f`` distinct current-only values after b0 pooled, m0 current, r0 reference."""
     big_n = n + m
+
+    def terms(t: np.ndarray | float) -> np.ndarray | float:
+        ba = b0 + t + 0.5
+        return ((big_n * (m0 + t + 0.5) - ba * m) ** 2 / m + (big_n * r0 - ba * n) ** 2 / n) / (
+            ba * (big_n - ba) - big_n / 4)
+
+    if f <= 64:  # a few values: plain floats beat array set-up
+        return sum(terms(float(t)) for t in range(f)) / big_n
     total = 0.0
     for start in range(0, f, 1 << 20):  # chunks of the run, not rows of a loop
-        t = np.arange(start, min(f, start + (1 << 20)), dtype=np.float64)
-        ba = b0 + t + 0.5
-        den = ba * (big_n - ba) - big_n / 4
-        total += float(np.sum((big_n * (m0 + t + 0.5) - ba * m) ** 2 / den) / m
-                       + np.sum((big_n * r0 - ba * n) ** 2 / den) / n)
+        total += float(np.sum(terms(np.arange(start, min(f, start + (1 << 20)), dtype=np.float64))))
     return total / big_n
 
 
@@ -569,25 +580,25 @@ def anderson_darling_binned(reference: np.ndarray, current: np.ndarray) -> tuple
         return 0.0, 1.0, 0.0
     big_n = n + m
     below, above = int(q[0]) if p[0] == 0 else 0, int(q[-1]) if p[-1] == 0 else 0
-    core_p, core_q = p.copy(), q.copy()
+    core_q = q.copy()
     if below:
         core_q[0] = 0
     if above:
         core_q[-1] = 0
-    l_all = core_p + core_q
+    l_all = p + core_q
     keep = l_all > 0
-    l, pp, qq = l_all[keep], core_p[keep], core_q[keep]
+    l, pp = l_all[keep], p[keep]
     if l.size + below + above < 2:
         return 0.0, 1.0, 0.0
-    # cumulative counts include the values below the reference range (they come first)
-    ba = below + np.cumsum(l) - l / 2
-    mp = np.cumsum(pp) - pp / 2
-    mq = below + np.cumsum(qq) - qq / 2
-    den = ba * (big_n - ba) - big_n * l / 4
-    with np.errstate(divide="ignore", invalid="ignore"):
-        tp = np.where(den > 0, l / big_n * (big_n * mp - ba * n) ** 2 / den, 0.0)
-        tq = np.where(den > 0, l / big_n * (big_n * mq - ba * m) ** 2 / den, 0.0)
-    a2akn = tp.sum() / n + tq.sum() / m
+    # cumulative counts include the values below the reference range (they come first).  With
+    # mid-cumulative counts B (pooled), P (reference), Q (current), B = P + Q, so the current term's
+    # numerator N Q - m B = n B - N P is the reference term's with its sign flipped: the k = 2 sum is
+    # (1/n + 1/m) Σ l (N P - n B)² / (N den)
+    ba = below + np.cumsum(l) - 0.5 * l
+    num = big_n * (np.cumsum(pp) - 0.5 * pp) - n * ba
+    den = ba * (big_n - ba) - 0.25 * big_n * l
+    terms = np.divide(l * num * num, den, out=np.zeros_like(den), where=den > 0)
+    a2akn = float(terms.sum()) / big_n * (1.0 / n + 1.0 / m)
     if below:
         a2akn += _ad_free_run(below, 0.0, 0.0, 0.0, n, m)
     if above:
@@ -610,95 +621,133 @@ def _centre(reference: NumericReference) -> tuple[float, int]:
     return float(reference.edges[k]), k
 
 
-def mean_abs_deviation(counts: NumericCounts | NumericReference, reference: NumericReference
-                       ) -> tuple[float, float]:
+def _mad_weights(reference: NumericReference) -> tuple[float, np.ndarray]:
+    """The centre *c* of :func:`mean_abs_deviation` and each interior bin's distance :math:`|mid_j - c|`."""
+    c, _ = _centre(reference)
+    e = reference.edges
+    return c, np.abs(0.5 * (e[:-1] + e[1:]) - c)
+
+
+def mean_abs_deviation(counts: NumericCounts | NumericReference, reference: NumericReference,
+                       *, weights: tuple[float, np.ndarray] | None = None) -> tuple[float, float]:
     """Mean and variance of :math:`|x - c|` about the reference median *c* (a grid edge), from grid counts.
 
     Interior bins lie on one side of *c* and count at their midpoints; the
     out-of-range slots use their exact sums; the second moment
-    :math:`\\overline{(x-c)^2} = m_2/n + (\\bar x - c)^2` is exact.
+    :math:`\\overline{(x-c)^2} = m_2/n + (\\bar x - c)^2` is exact.  ``weights``:
+    the reference's ``(c, |mid - c|)`` when already computed.
     """
-    e = reference.edges
-    c, _ = _centre(reference)
-    cnt = counts.counts.astype(np.float64)
+    c, dist = weights if weights is not None else _mad_weights(reference)
+    cnt = counts.counts
     n = float(cnt.sum())
     if isinstance(counts, NumericReference):
         mean, m2, below, above = counts.mean, counts.std ** 2 * (counts.n - 1), 0.0, 0.0
     else:
         mean, m2, below, above = counts.mean, counts.m2, counts.below_sum, counts.above_sum
-    mid = 0.5 * (e[:-1] + e[1:])
-    total = float(np.sum(cnt[1:-1] * np.abs(mid - c)))
-    total += cnt[0] * c - below + above - cnt[-1] * c
+    total = float(np.dot(cnt[1:-1], dist)) if dist.size else 0.0
+    total += float(cnt[0]) * c - below + above - float(cnt[-1]) * c
     mad = total / n
     second = m2 / n + (mean - c) ** 2
     return mad, max(second - mad * mad, 0.0)
 
 
-def _score_sums(lo: np.ndarray, hi: np.ndarray, big_n: int, kind: str) -> tuple[np.ndarray, np.ndarray]:
-    """Sum and sum of squares of rank scores over the rank ranges ``lo..hi`` (inclusive, 1-based).
+def _score_cumsum(x: float, big_n: float, kind: str, power: int) -> float:
+    """:math:`\\sum_{r=1}^{x} a(r)^{power}` (power 1 or 2) of the rank scores up to rank ``x``.
 
-    ``kind`` "wilcoxon": a(r) = r; "ansari": a(r) = min(r, N + 1 - r).
+    ``kind`` "wilcoxon": a(r) = r; "ansari": a(r) = min(r, N + 1 - r), whose
+    sums are those of r up to the fold :math:`f = \\lfloor (N+1)/2 \\rfloor` plus
+    those of :math:`N + 1 - r` beyond it: :math:`s(\\min(x, f)) + s(N - f) - s(N - \\max(x, f))`.
+
+    >>> _score_cumsum(5.0, 5.0, "ansari", 1)   # scores 1, 2, 3, 2, 1
+    9.0
     """
-    def s1(x: np.ndarray) -> np.ndarray:
-        return x * (x + 1) / 2
-
-    def s2(x: np.ndarray) -> np.ndarray:
-        return x * (x + 1) * (2 * x + 1) / 6
+    def s(y: float) -> float:
+        return y * (y + 1) / 2 if power == 1 else y * (y + 1) * (2 * y + 1) / 6
 
     if kind == "wilcoxon":
-        return s1(hi) - s1(lo - 1), s2(hi) - s2(lo - 1)
+        return s(x)
     fc = float((big_n + 1) // 2)
-
-    def c1(x: np.ndarray) -> np.ndarray:
-        up = np.minimum(x, fc)
-        return s1(up) + np.where(x > fc, s1(big_n - fc) - s1(big_n - x), 0.0)
-
-    def c2(x: np.ndarray) -> np.ndarray:
-        up = np.minimum(x, fc)
-        return s2(up) + np.where(x > fc, s2(big_n - fc) - s2(big_n - x), 0.0)
-
-    return c1(hi) - c1(lo - 1), c2(hi) - c2(lo - 1)
+    return s(min(x, fc)) + s(big_n - fc) - s(big_n - max(x, fc))
 
 
-def rank_test(reference: np.ndarray, current: np.ndarray, *, kind: str) -> tuple[float, float]:
-    """Linear rank test of two grid histograms: ``(z, two-sided p)``.
+RANK_KINDS = ("wilcoxon", "ansari")
+
+
+def rank_tests(reference: np.ndarray, current: np.ndarray) -> dict[str, tuple[float, float]]:
+    """The Wilcoxon and Ansari–Bradley linear rank tests of two grid histograms: ``{kind: (z, p)}``.
 
     The current sample's sum of rank scores against its permutation
     distribution: :math:`E = m\\bar a`, :math:`\\mathrm{Var} = \\frac{nm}{N(N-1)}
     \\sum_i (a_i - \\bar a)^2`, normal approximation.  Values in one grid bin
-    are tied (they share the bin's mean score); the out-of-range slots hold
-    current values only and are scored as distinct values.  ``kind``
-    "wilcoxon" is the Mann–Whitney / Wilcoxon rank-sum test (location),
-    "ansari" the Ansari–Bradley test (spread).  Both are distribution-free,
-    so they hold their level for skewed and heavy-tailed data where a Welch
-    z or an F test of variances does not.
+    are tied and share the bin's mean score :math:`\\bar a_j` — the midrank for
+    Wilcoxon (a(r) = r), :math:`\\min(\\text{midrank}, N + 1 - \\text{midrank})` for
+    Ansari–Bradley (a(r) = min(r, N + 1 - r)) except in the one bin that
+    straddles the fold, whose mean is summed exactly — so the statistic is
+    :math:`\\sum_j q_j \\bar a_j` and the tied sum of squares
+    :math:`\\sum_j l_j \\bar a_j^2`.  The out-of-range slots hold current values
+    only and are scored as distinct values (their exact sum of squared
+    scores replaces :math:`l_j \\bar a_j^2`).  "wilcoxon" is the Mann–Whitney /
+    Wilcoxon rank-sum test (location), "ansari" the Ansari–Bradley test
+    (spread).  Both are distribution-free, so they hold their level for
+    skewed and heavy-tailed data where a Welch z or an F test of variances
+    does not.
+
+    >>> r = rank_tests(np.array([0, 30, 40, 30, 0]), np.array([0, 10, 40, 50, 0]))
+    >>> z, p = r["wilcoxon"]   # scipy.stats.mannwhitneyu(..., use_continuity=False): p = 0.000233
+    >>> round(z, 3), round(p, 6)
+    (3.68, 0.000233)
+    """
+    p = np.asarray(reference, dtype=np.float64)
+    q = np.asarray(current, dtype=np.float64)
+    n, m = float(p.sum()), float(q.sum())
+    big_n = n + m
+    if n == 0 or m == 0 or big_n < 2:
+        return {kind: (0.0, 1.0) for kind in RANK_KINDS}
+    l = p + q
+    keep = l > 0
+    # current-only runs in the out-of-range slots: distinct values, not ties (position among kept bins)
+    free = ([0] if p[0] == 0 and q[0] > 0 else []) + ([int(keep.sum()) - 1] if p[-1] == 0 and q[-1] > 0 else [])
+    l, q = l[keep], q[keep]
+    hi = np.cumsum(l)
+    lo = hi - l  # the bin holds ranks lo + 1 … hi
+    mid = (lo + hi + 1) / 2
+    fold = float((big_n + 1) // 2)
+    out = {}
+    for kind in RANK_KINDS:
+        if kind == "wilcoxon":
+            score = mid
+        else:
+            score = np.minimum(mid, big_n + 1 - mid)
+            j = int(np.searchsorted(hi, fold))  # the first bin reaching the fold; it straddles it if it starts below
+            if j < hi.size and lo[j] < fold < hi[j]:
+                score[j] = (_score_cumsum(float(hi[j]), big_n, kind, 1)
+                            - _score_cumsum(float(lo[j]), big_n, kind, 1)) / l[j]
+        stat = float(np.dot(q, score))
+        ss = float(np.dot(l * score, score))
+        for j in free:
+            h, low = float(hi[j]), float(lo[j])
+            ss += (_score_cumsum(h, big_n, kind, 2) - _score_cumsum(low, big_n, kind, 2)
+                   - float(l[j]) * float(score[j]) ** 2)
+        mean_a = _score_cumsum(big_n, big_n, kind, 1) / big_n
+        var = n * m / (big_n * (big_n - 1)) * (ss - big_n * mean_a * mean_a)
+        if var <= 0:
+            out[kind] = (0.0, 1.0)
+            continue
+        z = (stat - m * mean_a) / math.sqrt(var)
+        out[kind] = (float(z), float(2 * special.ndtr(-abs(z))))
+    return out
+
+
+def rank_test(reference: np.ndarray, current: np.ndarray, *, kind: str) -> tuple[float, float]:
+    """One of :func:`rank_tests`: ``(z, two-sided p)`` of "wilcoxon" or "ansari".
 
     >>> z, p = rank_test(np.array([0, 30, 40, 30, 0]), np.array([0, 10, 40, 50, 0]), kind="wilcoxon")
     >>> round(z, 3), round(p, 6)   # scipy.stats.mannwhitneyu(..., use_continuity=False): p = 0.000233
     (3.68, 0.000233)
     """
-    p = np.asarray(reference, dtype=np.float64)
-    q = np.asarray(current, dtype=np.float64)
-    n, m = p.sum(), q.sum()
-    big_n = n + m
-    if n == 0 or m == 0 or big_n < 2:
-        return 0.0, 1.0
-    free = np.zeros(p.size, bool)
-    free[[0, -1]] = True
-    free &= (p == 0)
-    keep = (p + q) > 0
-    p, q, free = p[keep], q[keep], free[keep]
-    l = p + q
-    hi = np.cumsum(l)
-    sum1, sum2 = _score_sums(hi - l + 1, hi, int(big_n), kind)
-    stat = float(np.sum(np.where(free, sum1, q * sum1 / l)))
-    mean_a = float(sum1.sum()) / big_n
-    ss = float(np.sum(np.where(free, sum2, sum1 * sum1 / l))) - big_n * mean_a * mean_a
-    var = n * m / (big_n * (big_n - 1)) * ss
-    if var <= 0:
-        return 0.0, 1.0
-    z = (stat - m * mean_a) / math.sqrt(var)
-    return float(z), float(2 * special.ndtr(-abs(z)))
+    if kind not in RANK_KINDS:
+        raise ValueError(f"kind must be one of {RANK_KINDS}, got {kind!r}")
+    return rank_tests(reference, current)[kind]
 
 
 def mean_shift(reference: NumericReference, current: NumericCounts) -> tuple[float, float, str]:
@@ -711,7 +760,7 @@ def mean_shift(reference: NumericReference, current: NumericCounts) -> tuple[flo
       are scaled by the sd of both samples together.
     * p-value: :math:`\\min(1, 2\\min(p_{loc}, p_{spread}))`, Bonferroni over a
       Wilcoxon rank-sum test (location) and an Ansari–Bradley test (spread)
-      on the grid counts (:func:`rank_test`).  A Welch z and an F test of the
+      on the grid counts (:func:`rank_tests`).  A Welch z and an F test of the
       running moments were measured first: on skewed or heavy-tailed
       columns (lognormal, t3) with windows of a few hundred rows they
       rejected 3-6 times the nominal rate at p = 0.0025, the level that
@@ -725,15 +774,17 @@ def mean_shift(reference: NumericReference, current: NumericCounts) -> tuple[flo
     xr, sr = reference.mean, reference.std
     xc = current.mean
     scale, note = _scale(reference, current)
-    ar, _ = mean_abs_deviation(reference, reference)
-    ac, _ = mean_abs_deviation(current, reference)
+    weights = per_pair(current, reference, "mad_weights", lambda: _mad_weights(reference))
+    ar, _ = per_pair(current, reference, "reference_mad",
+                     lambda: mean_abs_deviation(reference, reference, weights=weights))
+    ac, _ = mean_abs_deviation(current, reference, weights=weights)
     d_mean = abs(xc - xr) / scale if scale > 0 else 0.0
     if ar > 0:
         d_spread = abs(ac / ar - 1)
     else:
         d_spread = abs(ac - ar) / scale if scale > 0 else 0.0
-    _, p_loc = rank_test(reference.counts, current.counts, kind="wilcoxon")
-    _, p_spread = rank_test(reference.counts, current.counts, kind="ansari")
+    tests = rank_tests(reference.counts, current.counts)
+    (_, p_loc), (_, p_spread) = tests["wilcoxon"], tests["ansari"]
     text = f"mean {xc:.6g} (reference {xr:.6g}), mean abs deviation {ac:.6g} (reference {ar:.6g})"
     return (float(max(d_mean, d_spread)), float(min(1.0, 2 * min(p_loc, p_spread))),
             "; ".join(x for x in (text, note) if x))
@@ -816,8 +867,8 @@ class _BinnedDistance(ColumnDrift):
         raise NotImplementedError
 
     def statistic(self, reference: Any, current: Any) -> Stat:
-        p, q, _ = binned_pair(reference, current)
-        _, pv, _, pooled = contingency_test(*homogeneity_table(reference, current))
+        p, q, _ = shared_binned_pair(reference, current)
+        _, pv, _, pooled, _, _ = homogeneity_test(reference, current)
         return Stat(value=self.distance(p, q), p_value=pv,
                     note=_join(pooled_note(pooled), unseen_note(current, reference)))
 
@@ -992,7 +1043,7 @@ class Wasserstein(ColumnDrift):
         w1 = wasserstein_binned(reference, current)
         scale, note = _scale(reference, current)
         value = w1 / scale if scale > 0 else 0.0
-        _, pv, _ = cramer_von_mises_binned(reference.counts, current.counts)
+        _, pv, _ = _shared_cvm(reference, current)
         return Stat(value=float(value), p_value=pv, note=_join(f"W1 {w1:.6g} in column units", note))
 
 
@@ -1106,7 +1157,7 @@ class CramerVonMises(ColumnDrift):
     params = drift_params(warn=0.004, alert=0.02, test=True)
 
     def statistic(self, reference: NumericReference, current: NumericCounts) -> Stat:
-        t, pv, omega2 = cramer_von_mises_binned(reference.counts, current.counts)
+        t, pv, omega2 = _shared_cvm(reference, current)
         return Stat(value=omega2, p_value=pv, note=f"T {t:.6g}")
 
 

@@ -30,9 +30,9 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -43,9 +43,36 @@ __all__ = [
     "CategoricalCounts",
     "Profile",
     "PSI_QUANTILE_BINS",
+    "per_pair",
 ]
 
+T = TypeVar("T")
+
 PSI_QUANTILE_BINS = 10
+
+
+def per_pair(current: Any, reference: Any, key: str, compute: Callable[[], T]) -> T:
+    """``compute()`` once per ``(current, reference)`` pair and ``key``, then the stored result.
+
+    Several detectors of a run derive the same table or test from the same
+    pair (the decile chi-square behind JS, KL, Hellinger and TV; the CvM test
+    behind ``cramer_von_mises`` and ``wasserstein``).  Counts are never changed
+    in place (``merge`` makes new ones), so a result stays valid as long as
+    ``current`` lives; it is kept in ``current``'s ``__dict__`` next to the
+    reference it was computed against, and a different reference recomputes it.
+
+    >>> c = CategoricalCounts(counts={"a": 1})
+    >>> calls = []
+    >>> [per_pair(c, "ref", "k", lambda: calls.append(1) or len(calls)) for _ in range(2)]
+    [1, 1]
+    """
+    memo = current.__dict__.setdefault("_per_pair", {})
+    hit = memo.get(key)
+    if hit is not None and hit[0] is reference:
+        return hit[1]
+    value = compute()
+    memo[key] = (reference, value)
+    return value
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -333,7 +360,11 @@ class CategoricalCounts:
         return CategoricalCounts(counts=out, n_null=self.n_null + other.n_null)
 
     def aligned(self, ref: CategoricalReference) -> tuple[np.ndarray, int, list[str]]:
-        """Counts in the reference's category order, the unseen total, and the unseen names."""
+        """Counts in the reference's category order, the unseen total, and the unseen names
+        (computed once per reference: do not change the arrays returned)."""
+        return per_pair(self, ref, "aligned", lambda: self._aligned(ref))
+
+    def _aligned(self, ref: CategoricalReference) -> tuple[np.ndarray, int, list[str]]:
         index = {c: i for i, c in enumerate(ref.categories)}
         out = np.zeros(len(ref.categories), np.int64)
         unseen: dict[str, int] = {}

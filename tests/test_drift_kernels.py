@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from datetime import UTC, datetime
 
@@ -32,11 +33,13 @@ from detectors.drift_numeric import (
     ks_binned,
     psi,
     rank_test,
+    rank_tests,
     tie_moments_cvm,
     tie_variance_ad,
     wasserstein_binned,
 )
 from detectors.multivariate import Multivariate
+from detectors.drift_numeric import _ad_free_run
 from detectors.profile import CategoricalCounts, CategoricalReference, NumericCounts, NumericReference, Profile
 from detectors.quality import DataQuality
 
@@ -248,6 +251,80 @@ def test_rank_tests_against_scipy() -> None:
     _, p_a = rank_test(ref.counts, cur.counts, kind="ansari")
     assert p_w == pytest.approx(stats.mannwhitneyu(y, x, use_continuity=False).pvalue, rel=0.02)
     assert p_a == pytest.approx(stats.ansari(y, x).pvalue, rel=0.05)
+
+
+def _naive_rank_test(p: np.ndarray, q: np.ndarray, kind: str) -> tuple[float, float]:
+    """Every rank spelled out: tied bins share their mean score, the out-of-range slots' current-only
+    values keep their own scores; the permutation mean and variance of the current's score sum."""
+    big_n = int(p.sum() + q.sum())
+    scores, is_current = [], []
+    rank = 0
+    for j, (pj, qj) in enumerate(zip(p.tolist(), q.tolist(), strict=True)):
+        l = pj + qj
+        ranks = np.arange(rank + 1, rank + l + 1, dtype=float)
+        a = ranks if kind == "wilcoxon" else np.minimum(ranks, big_n + 1 - ranks)
+        distinct = j in (0, len(p) - 1) and pj == 0
+        scores += list(a) if distinct or l == 0 else [a.mean()] * l
+        is_current += [False] * pj + [True] * qj  # within a bin the order does not matter
+        rank += l
+    a, cur = np.array(scores), np.array(is_current)
+    n, m = big_n - cur.sum(), cur.sum()
+    var = n * m / (big_n * (big_n - 1)) * np.sum((a - a.mean()) ** 2)
+    z = (a[cur].sum() - m * a.mean()) / math.sqrt(var)
+    return z, 2 * stats.norm.sf(abs(z))
+
+
+def test_rank_tests_equal_spelled_out_ranks() -> None:
+    """Odd and even N (the Ansari fold inside a bin or between bins), empty bins, current-only slots."""
+    rng = np.random.default_rng(11)
+    for trial in range(300):
+        k = int(rng.integers(3, 12))
+        p, q = rng.poisson(6, k), rng.poisson(6, k)
+        p[0], p[-1] = (0 if trial % 2 else p[0]), (0 if trial % 3 else p[-1])
+        q[int(rng.integers(k))] = 0
+        if p.sum() == 0 or q.sum() == 0:
+            continue
+        got = rank_tests(p, q)
+        for kind in ("wilcoxon", "ansari"):
+            z, pv = _naive_rank_test(p, q, kind)
+            assert got[kind][0] == pytest.approx(z, rel=1e-9, abs=1e-12), (kind, p, q)
+            assert got[kind][1] == pytest.approx(pv, rel=1e-9, abs=1e-300), (kind, p, q)
+            assert rank_test(p, q, kind=kind) == got[kind]
+    with pytest.raises(ValueError, match="kind"):
+        rank_test(p, q, kind="mood")
+
+
+def test_ad_free_run_small_and_large_branches_agree() -> None:
+    """Up to 64 current-only values are summed as floats, longer runs as arrays: the same terms."""
+    n, m = 5000, 3000
+    for b0, m0, r0 in ((0.0, 0.0, 0.0), (7000.0, 2900.0, 5000.0)):
+        whole = _ad_free_run(65, b0, m0, r0, n, m)  # array branch
+        split = _ad_free_run(64, b0, m0, r0, n, m) + _ad_free_run(1, b0 + 64, m0 + 64, r0, n, m)
+        assert whole == pytest.approx(split, rel=1e-12)
+
+
+def test_shared_tests_are_computed_once_per_pair_and_redone_for_another_reference() -> None:
+    """JS, KL, Hellinger, TV share one chi-square per (reference, current) pair: the same answers as
+    fresh counts, and a second reference is not served the first one's table."""
+    rng = np.random.default_rng(12)
+    ref_a = NumericReference.from_values(rng.normal(size=4000))
+    values = rng.normal(0.2, size=3000)
+    cur = NumericCounts.of(values, ref_a)
+    detectors = [JensenShannon(), KLDivergence(), Hellinger(), TotalVariation(), Wasserstein(), CramerVonMises(),
+                 MeanShift()]
+    shared = [d.statistic(ref_a, cur) for d in detectors]
+    fresh = [d.statistic(ref_a, NumericCounts.of(values, ref_a)) for d in detectors]
+    assert shared == fresh
+    assert shared[0].p_value == shared[1].p_value == shared[2].p_value == shared[3].p_value
+    assert shared[4].p_value == shared[5].p_value  # W1's p-value is the CvM test's
+    # the same counts against another reference on the same grid: recomputed, not served from the memo
+    shifted = ref_a.counts.copy()
+    shifted[1: shifted.size // 2] += 5
+    ref_c = dataclasses.replace(ref_a, counts=shifted, n=int(shifted.sum()))
+    against_c = [d.statistic(ref_c, cur) for d in detectors]
+    assert against_c == [d.statistic(ref_c, NumericCounts.of(values, ref_a)) for d in detectors]
+    assert [s.p_value for s in against_c] != [s.p_value for s in shared]
+    assert [d.statistic(ref_a, cur) for d in detectors] == shared
 
 
 # --------------------------------------------------------------------------- mergeability
