@@ -31,7 +31,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
 import numpy as np
@@ -52,27 +52,42 @@ PSI_QUANTILE_BINS = 10
 
 
 def per_pair(current: Any, reference: Any, key: str, compute: Callable[[], T]) -> T:
-    """``compute()`` once per ``(current, reference)`` pair and ``key``, then the stored result.
+    """``compute()`` once for ``current`` against ``reference`` under ``key``, then the stored result.
 
     Several detectors of a run derive the same table or test from the same
     pair (the decile chi-square behind JS, KL, Hellinger and TV; the CvM test
-    behind ``cramer_von_mises`` and ``wasserstein``).  Counts are never changed
-    in place (``merge`` makes new ones), so a result stays valid as long as
-    ``current`` lives; it is kept in ``current``'s ``__dict__`` next to the
-    reference it was computed against, and a different reference recomputes it.
+    behind ``cramer_von_mises`` and ``wasserstein``).  The result is kept in
+    ``current``'s ``__dict__`` with the reference and the ``counts`` object it
+    was computed from, and is used again only while both are the same objects:
+    another reference, or counts replaced by assignment, recompute it (only the
+    latest reference is kept per key).  Counts must not be changed in place —
+    the library never does: ``merge`` makes new ones — and the arrays stored
+    are read-only.  Copies and pickles of counts leave the stored results behind.
 
     >>> c = CategoricalCounts(counts={"a": 1})
     >>> calls = []
     >>> [per_pair(c, "ref", "k", lambda: calls.append(1) or len(calls)) for _ in range(2)]
     [1, 1]
+    >>> c.counts = {"a": 2}
+    >>> per_pair(c, "ref", "k", lambda: calls.append(1) or len(calls))
+    2
     """
     memo = current.__dict__.setdefault("_per_pair", {})
+    counts = getattr(current, "counts", None)
     hit = memo.get(key)
-    if hit is not None and hit[0] is reference:
-        return hit[1]
+    if hit is not None and hit[0] is reference and hit[1] is counts:
+        return hit[2]
     value = compute()
-    memo[key] = (reference, value)
+    for part in value if isinstance(value, tuple) else (value,):
+        if isinstance(part, np.ndarray):
+            part.flags.writeable = False
+    memo[key] = (reference, counts, value)
     return value
+
+
+def _fields_only(self: Any) -> dict[str, Any]:
+    """Pickled and copied state of counts: their fields, without cached or per-pair results."""
+    return {f.name: self.__dict__[f.name] for f in fields(self)}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -255,6 +270,8 @@ class NumericCounts:
     mean: float = 0.0
     m2: float = 0.0
 
+    __getstate__ = _fields_only
+
     @classmethod
     def empty(cls, ref: NumericReference) -> NumericCounts:
         return cls(counts=np.zeros(ref.edges.size + 1, np.int64))
@@ -342,6 +359,8 @@ class CategoricalCounts:
 
     counts: dict[str, int] = field(default_factory=dict)
     n_null: int = 0
+
+    __getstate__ = _fields_only
 
     @classmethod
     def of(cls, values: np.ndarray, *, n_null: int = 0) -> CategoricalCounts:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
+import warnings
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import pytest
@@ -39,7 +42,6 @@ from detectors.drift_numeric import (
     wasserstein_binned,
 )
 from detectors.multivariate import Multivariate
-from detectors.drift_numeric import _ad_free_run
 from detectors.profile import CategoricalCounts, CategoricalReference, NumericCounts, NumericReference, Profile
 from detectors.quality import DataQuality
 
@@ -270,42 +272,92 @@ def _naive_rank_test(p: np.ndarray, q: np.ndarray, kind: str) -> tuple[float, fl
     a, cur = np.array(scores), np.array(is_current)
     n, m = big_n - cur.sum(), cur.sum()
     var = n * m / (big_n * (big_n - 1)) * np.sum((a - a.mean()) ** 2)
+    if var <= 1e-9 * np.sum(a * a):  # every score alike: nothing to test
+        return 0.0, 1.0
     z = (a[cur].sum() - m * a.mean()) / math.sqrt(var)
     return z, 2 * stats.norm.sf(abs(z))
 
 
 def test_rank_tests_equal_spelled_out_ranks() -> None:
-    """Odd and even N (the Ansari fold inside a bin or between bins), empty bins, current-only slots."""
+    """Odd and even N (the Ansari fold inside a bin or between bins), empty bins, current-only slots —
+    also a current-only slot that holds the fold — integer and float counts."""
     rng = np.random.default_rng(11)
-    for trial in range(300):
+    straddled = 0
+    for trial in range(400):
         k = int(rng.integers(3, 12))
         p, q = rng.poisson(6, k), rng.poisson(6, k)
         p[0], p[-1] = (0 if trial % 2 else p[0]), (0 if trial % 3 else p[-1])
         q[int(rng.integers(k))] = 0
+        if trial % 5 == 0:  # a current-only run longer than everything else: it holds the fold
+            end = 0 if trial % 10 else -1
+            p[end], q[end] = 0, int(p.sum() + q.sum()) + int(rng.integers(1, 40))
         if p.sum() == 0 or q.sum() == 0:
             continue
-        got = rank_tests(p, q)
+        big_n = int(p.sum() + q.sum())
+        fold = (big_n + 1) // 2
+        straddled += bool((p[0] == 0 and q[0] >= fold) or (p[-1] == 0 and q[-1] > big_n - fold))
+        counts = (p, q) if trial % 4 else (p.astype(np.float64), q.astype(np.float64))
+        got = rank_tests(*counts)
         for kind in ("wilcoxon", "ansari"):
             z, pv = _naive_rank_test(p, q, kind)
             assert got[kind][0] == pytest.approx(z, rel=1e-9, abs=1e-12), (kind, p, q)
             assert got[kind][1] == pytest.approx(pv, rel=1e-9, abs=1e-300), (kind, p, q)
-            assert rank_test(p, q, kind=kind) == got[kind]
+            assert rank_test(*counts, kind=kind) == got[kind]
+    assert straddled >= 30
     with pytest.raises(ValueError, match="kind"):
         rank_test(p, q, kind="mood")
+    with pytest.raises(ValueError, match="finite"):
+        rank_tests(np.array([1.0, np.nan]), np.array([1.0, 2.0]))
 
 
-def test_ad_free_run_small_and_large_branches_agree() -> None:
-    """Up to 64 current-only values are summed as floats, longer runs as arrays: the same terms."""
-    n, m = 5000, 3000
-    for b0, m0, r0 in ((0.0, 0.0, 0.0), (7000.0, 2900.0, 5000.0)):
-        whole = _ad_free_run(65, b0, m0, r0, n, m)  # array branch
-        split = _ad_free_run(64, b0, m0, r0, n, m) + _ad_free_run(1, b0 + 64, m0 + 64, r0, n, m)
-        assert whole == pytest.approx(split, rel=1e-12)
+def test_ad_with_runs_beyond_the_reference_equals_scipy_midrank() -> None:
+    """Integers inside the reference range (each in its own grid bin, so binned ties are real ties, none
+    of them material) and distinct current values beyond both ends: the binned A2 is scipy's midrank
+    statistic exactly, for runs summed as floats (<= 64 values) and as arrays (> 64)."""
+    rng = np.random.default_rng(13)
+    x = rng.integers(0, 1000, 3000).astype(float)
+    for below, above in ((3, 40), (70, 0), (5, 500)):
+        y = np.concatenate([rng.integers(30, 1000, 2000).astype(float), rng.uniform(-9, -1, below),
+                            x.max() + rng.uniform(1, 9, above)])
+        ref = NumericReference.from_values(x)
+        a2, _, _ = anderson_darling_binned(ref.counts, NumericCounts.of(y, ref).counts)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # scipy: "p-value floored"
+            r = stats.anderson_ksamp([x, y], variant="midrank")
+        assert a2 == pytest.approx(float(r.statistic), rel=1e-9), (below, above)
 
 
-def test_shared_tests_are_computed_once_per_pair_and_redone_for_another_reference() -> None:
-    """JS, KL, Hellinger, TV share one chi-square per (reference, current) pair: the same answers as
-    fresh counts, and a second reference is not served the first one's table."""
+def test_ad_p_value_continues_the_table_along_its_tangent() -> None:
+    """Beyond Scholz & Stephens' table log p is linear with the fitted quadratic's slope at the end."""
+    lo, hi = 0.325, 6.546  # the k = 2 table's ends
+    h = 1e-6
+    for end, outside in ((hi, (hi + 1, hi + 3, hi + 7)), (lo, (lo - 0.2, lo - 0.5))):
+        inside = end - h if end == hi else end + h
+        slope = (math.log(ad_p_value(end)) - math.log(ad_p_value(inside))) / (end - inside)
+        for a2 in outside:
+            expected = math.log(ad_p_value(end)) + slope * (a2 - end)
+            assert math.log(ad_p_value(a2)) == pytest.approx(expected, rel=1e-5)
+    assert ad_p_value(30.0) < 1e-10 and ad_p_value(-5.0) == 1.0
+
+
+def test_shared_tests_are_computed_once_per_pair_and_redone_for_another_reference(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """JS, KL, Hellinger and TV share one chi-square per (reference, current) pair, wasserstein and
+    cramer_von_mises one CvM test: computed once, the same answers as fresh counts, and another
+    reference (or replaced counts) is not served the first one's result."""
+    import detectors.drift_categorical as dc
+    import detectors.drift_numeric as dn
+
+    calls: list[str] = []
+
+    def spy(name: str, fn: Any) -> Any:
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            calls.append(name)
+            return fn(*args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(dc, "contingency_test", spy("chi2", dc.contingency_test))
+    monkeypatch.setattr(dn, "cramer_von_mises_binned", spy("cvm", dn.cramer_von_mises_binned))
     rng = np.random.default_rng(12)
     ref_a = NumericReference.from_values(rng.normal(size=4000))
     values = rng.normal(0.2, size=3000)
@@ -313,6 +365,7 @@ def test_shared_tests_are_computed_once_per_pair_and_redone_for_another_referenc
     detectors = [JensenShannon(), KLDivergence(), Hellinger(), TotalVariation(), Wasserstein(), CramerVonMises(),
                  MeanShift()]
     shared = [d.statistic(ref_a, cur) for d in detectors]
+    assert sorted(calls) == ["chi2", "cvm"]
     fresh = [d.statistic(ref_a, NumericCounts.of(values, ref_a)) for d in detectors]
     assert shared == fresh
     assert shared[0].p_value == shared[1].p_value == shared[2].p_value == shared[3].p_value
@@ -325,6 +378,33 @@ def test_shared_tests_are_computed_once_per_pair_and_redone_for_another_referenc
     assert against_c == [d.statistic(ref_c, NumericCounts.of(values, ref_a)) for d in detectors]
     assert [s.p_value for s in against_c] != [s.p_value for s in shared]
     assert [d.statistic(ref_a, cur) for d in detectors] == shared
+    # counts replaced by assignment, and a copy given other counts: neither sees the stored result
+    calls.clear()
+    other = NumericCounts.of(rng.normal(1.0, size=3000), ref_a)
+    cur.counts = other.counts
+    assert JensenShannon().statistic(ref_a, cur).p_value == JensenShannon().statistic(ref_a, other).p_value
+    twin = copy.copy(other)
+    twin.counts = NumericCounts.of(values, ref_a).counts
+    assert JensenShannon().statistic(ref_a, twin) == shared[0]
+    assert calls.count("chi2") == 3
+
+
+def test_chi2_and_g_test_on_the_same_counts_keep_their_own_tests() -> None:
+    """The shared table is keyed by its statistic: the G-test is not served chi2's result (nor the
+    reverse), and categorical counts realign for another reference."""
+    ref = CategoricalReference.from_counts(CategoricalCounts(counts={"a": 600, "b": 300, "c": 100}))
+    cur = CategoricalCounts(counts={"a": 450, "b": 400, "c": 100, "z": 50})
+    chi, g = Chi2().statistic(ref, cur), GTest().statistic(ref, cur)
+    assert chi.note.startswith("pearson") and g.note.startswith("log-likelihood")
+    assert chi.value != g.value and chi.p_value != g.p_value
+    assert chi == Chi2().statistic(ref, CategoricalCounts(counts=dict(cur.counts)))
+    assert g == GTest().statistic(ref, CategoricalCounts(counts=dict(cur.counts)))
+    other = CategoricalReference.from_counts(CategoricalCounts(counts={"z": 500, "a": 500}))
+    aligned, unseen, names = cur.aligned(other)
+    assert aligned.tolist() == [450, 50] and unseen == 500 and names == ["b", "c"]
+    assert cur.aligned(ref)[0].tolist() == [450, 400, 100]
+    with pytest.raises(ValueError):
+        aligned[0] = 1  # stored results are read-only
 
 
 # --------------------------------------------------------------------------- mergeability
