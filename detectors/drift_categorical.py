@@ -188,6 +188,14 @@ def homogeneity_test(reference: Any, current: Any, *, statistic: str = "pearson"
     Returns ``(statistic, p_value, dof, pooled, n, m)`` with ``n``, ``m`` the
     table's two row totals.  JS, KL, Hellinger, TV and chi2 all test the same
     table: it is built and tested once per run (:func:`~detectors.profile.per_pair`).
+
+    >>> ref = CategoricalReference.from_counts(CategoricalCounts(counts={"a": 50, "b": 50}))
+    >>> cur = CategoricalCounts(counts={"a": 30, "b": 70})
+    >>> s, pv, dof, pooled, n, m = homogeneity_test(ref, cur)
+    >>> round(s, 4), round(pv, 4), dof, n, m   # as contingency_test([50, 50], [30, 70])
+    (8.3333, 0.0039, 1, 100, 100)
+    >>> homogeneity_test(ref, cur) is homogeneity_test(ref, cur)
+    True
     """
     def run() -> tuple[float, float, int, int, int, int]:
         p, q = homogeneity_table(reference, current)
@@ -197,7 +205,13 @@ def homogeneity_test(reference: Any, current: Any, *, statistic: str = "pearson"
 
 
 def shared_binned_pair(reference: Any, current: Any) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """:func:`binned_pair`, once per (reference, current) pair (do not change the arrays returned)."""
+    """:func:`binned_pair`, once per (reference, current) pair (the arrays returned are read-only).
+
+    >>> ref = CategoricalReference.from_counts(CategoricalCounts(counts={"a": 60, "b": 40}))
+    >>> p, q, labels = shared_binned_pair(ref, CategoricalCounts(counts={"a": 50, "z": 5}))
+    >>> p.tolist(), q.tolist(), labels, p.flags.writeable
+    ([60, 40, 0], [50, 0, 5], ['a', 'b', '<unseen>'], False)
+    """
     return per_pair(current, reference, "binned_pair", lambda: binned_pair(reference, current))
 
 
