@@ -53,7 +53,7 @@ from typing import Any, ClassVar
 import numpy as np
 from scipy import special
 
-from .drift_common import ColumnDrift, Stat, drift_params
+from .drift_common import ColumnDrift, Stat, drift_params, join_notes
 from .profile import CategoricalCounts, CategoricalReference, NumericReference, per_pair
 
 __all__ = [
@@ -71,6 +71,7 @@ __all__ = [
     "Chi2",
     "GTest",
     "TotalVariation",
+    "BinnedDistance",
 ]
 
 #: Cochran's rule: every expected cell count of a contingency test at least this
@@ -250,8 +251,25 @@ def unseen_note(current: Any, reference: Any) -> str | None:
     return None
 
 
-def _join(*notes: str | None) -> str | None:
-    return "; ".join(n for n in notes if n) or None
+class BinnedDistance(ColumnDrift):
+    """A distance over the ten reference-quantile bins (numeric) or the categories (categorical).
+
+    The p-value is the chi-square homogeneity test of the same bins (for
+    categories: :func:`homogeneity_table`, every
+    category its own column and sparse ones pooled, see
+    :mod:`detectors.drift_categorical`).
+    """
+
+    applies_to = frozenset({"numeric", "categorical"})
+
+    def distance(self, p: np.ndarray, q: np.ndarray) -> float:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def statistic(self, reference: Any, current: Any) -> Stat:
+        p, q, _ = shared_binned_pair(reference, current)
+        _, pv, _, pooled, _, _ = homogeneity_test(reference, current)
+        return Stat(value=self.distance(p, q), p_value=pv,
+                    note=join_notes(pooled_note(pooled), unseen_note(current, reference)))
 
 
 class _ContingencyDrift(ColumnDrift):
@@ -262,7 +280,7 @@ class _ContingencyDrift(ColumnDrift):
     def statistic(self, reference: CategoricalReference, current: CategoricalCounts) -> Stat:
         stat, pv, dof, pooled, n, m = homogeneity_test(reference, current, statistic=self.lambda_)
         return Stat(value=cohens_w(stat, n, m), p_value=pv,
-                    note=_join(f"{self.lambda_} statistic {stat:.4g}, dof {dof}", pooled_note(pooled),
+                    note=join_notes(f"{self.lambda_} statistic {stat:.4g}, dof {dof}", pooled_note(pooled),
                                unseen_note(current, reference)))
 
 
@@ -322,7 +340,7 @@ class GTest(_ContingencyDrift):
     lambda_: ClassVar[str] = "log-likelihood"
 
 
-class TotalVariation(ColumnDrift):
+class TotalVariation(BinnedDistance):
     """Total variation distance :math:`\\tfrac12 \\sum_i |p_i - q_i|`: the share of mass that moved.
 
     Over the categories plus ``<unseen>`` for categorical columns, over the
@@ -346,8 +364,5 @@ class TotalVariation(ColumnDrift):
     applies_to = frozenset({"numeric", "categorical"})
     params = drift_params(warn=0.08, alert=0.2, test=True)
 
-    def statistic(self, reference: Any, current: Any) -> Stat:
-        p, q, _ = shared_binned_pair(reference, current)
-        _, pv, _, pooled, _, _ = homogeneity_test(reference, current)
-        return Stat(value=total_variation(p, q), p_value=pv,
-                    note=_join(pooled_note(pooled), unseen_note(current, reference)))
+    def distance(self, p: np.ndarray, q: np.ndarray) -> float:
+        return total_variation(p, q)

@@ -17,7 +17,7 @@ from .base import Context, Detector, Finding, Param, number, one_of, optional, s
 from .decision import adjust_p_values, classify
 from .profile import NumericCounts, NumericReference, Profile
 
-__all__ = ["Stat", "ColumnDrift", "drift_params", "iso"]
+__all__ = ["Stat", "ColumnDrift", "drift_params", "iso", "join_notes"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -46,6 +46,15 @@ def drift_params(*, warn: float, alert: float, test: bool, min_rows: int = 100) 
 def iso(ts: Any) -> str:
     """ISO-8601 UTC with a ``Z`` suffix."""
     return ts.isoformat().replace("+00:00", "Z")
+
+
+def join_notes(*notes: str | None) -> str | None:
+    """The notes that are set, joined with "; " (``None`` when there are none).
+
+    >>> join_notes("a", None, "b"), join_notes(None)
+    ('a; b', None)
+    """
+    return "; ".join(n for n in notes if n) or None
 
 
 def _n_of(summary: Any) -> int:

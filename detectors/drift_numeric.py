@@ -60,8 +60,8 @@ import numpy as np
 from scipy import special
 
 from .base import Batch, Context, Finding, Param, boolean
-from .drift_categorical import homogeneity_test, pooled_note, shared_binned_pair, unseen_note
-from .drift_common import ColumnDrift, Stat, drift_params
+from .drift_categorical import BinnedDistance
+from .drift_common import ColumnDrift, Stat, drift_params, join_notes
 from .profile import CategoricalReference, NumericCounts, NumericReference, Profile, per_pair
 
 __all__ = [
@@ -773,7 +773,7 @@ def mean_shift(reference: NumericReference, current: NumericCounts) -> tuple[flo
     >>> round(v, 1), p < 1e-12
     (0.5, True)
     """
-    xr, sr = reference.mean, reference.std
+    xr = reference.mean
     xc = current.mean
     scale, note = _scale(reference, current)
     weights = _mad_weights(reference)  # one centre and one distance per bin for both sides
@@ -849,32 +849,7 @@ def _with_sample(obj: Any, cls: type, sample: np.ndarray) -> Any:
 
 # =========================================================================== detectors
 
-def _join(*notes: str | None) -> str | None:
-    return "; ".join(n for n in notes if n) or None
-
-
-class _BinnedDistance(ColumnDrift):
-    """A distance over the ten reference-quantile bins (numeric) or the categories (categorical).
-
-    The p-value is the chi-square homogeneity test of the same bins (for
-    categories: :func:`~detectors.drift_categorical.homogeneity_table`, every
-    category its own column and sparse ones pooled, see
-    :mod:`detectors.drift_categorical`).
-    """
-
-    applies_to = frozenset({"numeric", "categorical"})
-
-    def distance(self, p: np.ndarray, q: np.ndarray) -> float:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def statistic(self, reference: Any, current: Any) -> Stat:
-        p, q, _ = shared_binned_pair(reference, current)
-        _, pv, _, pooled, _, _ = homogeneity_test(reference, current)
-        return Stat(value=self.distance(p, q), p_value=pv,
-                    note=_join(pooled_note(pooled), unseen_note(current, reference)))
-
-
-class PSI(_BinnedDistance):
+class PSI(BinnedDistance):
     """Population stability index on 10 reference-quantile bins (numeric) or over categories.
 
     .. math:: \\mathrm{PSI} = \\sum_i (q_i - p_i) \\ln (q_i / p_i)
@@ -929,7 +904,7 @@ class PSI(_BinnedDistance):
                                                      n_current=current.n_finite, bins=ref.size))
 
 
-class JensenShannon(_BinnedDistance):
+class JensenShannon(BinnedDistance):
     """Jensen–Shannon distance, base 2 (in [0, 1]), on the 10 reference-quantile bins or the categories.
 
     .. math:: \\mathrm{JS} = \\sqrt{\\tfrac12 \\sum_i p_i \\log_2 \\tfrac{p_i}{m_i}
@@ -957,7 +932,7 @@ class JensenShannon(_BinnedDistance):
         return js_distance(p, q)
 
 
-class KLDivergence(_BinnedDistance):
+class KLDivergence(BinnedDistance):
     """Kullback–Leibler divergence of the current from the reference (nats), 10 quantile bins or categories.
 
     .. math:: \\mathrm{KL}(q\\|p) = \\sum_i q_i \\ln (q_i/p_i)
@@ -983,7 +958,7 @@ class KLDivergence(_BinnedDistance):
         return kl_divergence(p, q)
 
 
-class Hellinger(_BinnedDistance):
+class Hellinger(BinnedDistance):
     """Hellinger distance (in [0, 1]) on the 10 reference-quantile bins or the categories.
 
     .. math:: H = \\sqrt{\\tfrac12 \\sum_i (\\sqrt{p_i} - \\sqrt{q_i})^2}
@@ -1045,7 +1020,7 @@ class Wasserstein(ColumnDrift):
         scale, note = _scale(reference, current)
         value = w1 / scale if scale > 0 else 0.0
         _, pv, _ = _shared_cvm(reference, current)
-        return Stat(value=float(value), p_value=pv, note=_join(f"W1 {w1:.6g} in column units", note))
+        return Stat(value=float(value), p_value=pv, note=join_notes(f"W1 {w1:.6g} in column units", note))
 
 
 class KS(ColumnDrift):

@@ -148,8 +148,6 @@ def _table(findings: Sequence, out: TextIO) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .scheduler import Daemon
-
     cfg = load_config(args.config)
     return _serve(cfg, args.listen)
 
