@@ -255,9 +255,9 @@ class BinnedDistance(ColumnDrift):
     """A distance over the ten reference-quantile bins (numeric) or the categories (categorical).
 
     The p-value is the chi-square homogeneity test of the same bins (for
-    categories: :func:`homogeneity_table`, every
-    category its own column and sparse ones pooled, see
-    :mod:`detectors.drift_categorical`).
+    categories: :func:`homogeneity_table`, every category its own column and
+    sparse ones pooled, see the module docstring).  Subclasses supply
+    :meth:`distance` of the two count vectors; PSI, JS, KL, Hellinger and TV.
     """
 
     applies_to = frozenset({"numeric", "categorical"})
@@ -281,7 +281,7 @@ class _ContingencyDrift(ColumnDrift):
         stat, pv, dof, pooled, n, m = homogeneity_test(reference, current, statistic=self.lambda_)
         return Stat(value=cohens_w(stat, n, m), p_value=pv,
                     note=join_notes(f"{self.lambda_} statistic {stat:.4g}, dof {dof}", pooled_note(pooled),
-                               unseen_note(current, reference)))
+                                    unseen_note(current, reference)))
 
 
 class Chi2(_ContingencyDrift):
