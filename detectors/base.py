@@ -33,6 +33,7 @@ __all__ = [
     "Param",
     "Detector",
     "STATUSES",
+    "batch_extras",
 ]
 
 Status = Literal["ok", "warn", "alert", "insufficient_data"]
@@ -268,6 +269,24 @@ class Detector(ABC):
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config.items())
         return f"{type(self).__name__}({args})"
+
+def batch_extras(detectors: Iterable[Detector], reference_extras: Mapping[str, Any], batch: Batch
+                 ) -> dict[str, Any]:
+    """The partial extras of one window batch, by detector key, from the detectors that use batches
+    (those returning ``None`` for it are left out).
+
+    >>> batch = Batch(n_rows=0, numeric={}, categorical={}, sensitive={}, timestamp=np.zeros(0, np.int64))
+    >>> batch_extras([], {}, batch)
+    {}
+    """
+    extras: dict[str, Any] = {}
+    for d in detectors:
+        if d.uses_batches:
+            part = d.batch_extra(reference_extras.get(d.key), batch)
+            if part is not None:
+                extras[d.key] = part
+    return extras
+
 
 def finding_fields() -> Sequence[str]:
     """Field names of :class:`Finding`, in record order."""

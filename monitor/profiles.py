@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from detectors.base import Batch, Detector
+from detectors.base import Batch, Detector, batch_extras
 from detectors.profile import (
     CategoricalCounts,
     CategoricalReference,
@@ -210,10 +210,6 @@ class WindowProfiler:
             categorical = {n: count_categorical(n) for n in cat_names}
         extras = {}
         if self.hooked:
-            b = to_batch(batch, self.columns, self.fields)
-            for d in self.hooked:
-                part = d.batch_extra(self.reference.extras.get(d.key), b)
-                if part is not None:
-                    extras[d.key] = part
+            extras = batch_extras(self.hooked, self.reference.extras, to_batch(batch, self.columns, self.fields))
         self.profile = self.profile.merge(Profile(n_rows=batch.num_rows, numeric=numeric,
                                                   categorical=categorical, extras=extras))

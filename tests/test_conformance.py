@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from detectors.base import Batch, Context, Detector, Finding
+from detectors.base import Batch, Context, Detector, Finding, batch_extras
 from detectors.errors import ParameterError
 from detectors.profile import CategoricalCounts, CategoricalReference, NumericCounts, NumericReference, Profile
 from detectors.registry import Registry
@@ -134,12 +134,7 @@ def window_profile(reference: Profile, batches: Sequence[Batch], detectors: Sequ
     profile = Profile(n_rows=0, numeric={c: NumericCounts.empty(r) for c, r in reference.numeric.items()},
                       categorical={c: CategoricalCounts() for c in reference.categorical}, roles=dict(reference.roles))
     for b in batches:
-        extras = {}
-        for d in detectors:
-            if d.uses_batches:
-                part = d.batch_extra(reference.extras.get(d.key), b)
-                if part is not None:
-                    extras[d.key] = part
+        extras = batch_extras(detectors, reference.extras, b)
         profile = profile.merge(Profile(
             n_rows=b.n_rows,
             numeric={c: NumericCounts.of(v, reference.numeric[c]) for c, v in raw_numeric(b).items()

@@ -43,7 +43,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from detectors.base import Batch, Context, Detector
+from detectors.base import Batch, Context, Detector, batch_extras
 from detectors.profile import CategoricalCounts, CategoricalReference, NumericCounts, NumericReference, Profile
 from detectors.registry import Registry
 
@@ -139,12 +139,7 @@ def profiles(ref: tuple[Batch, dict[str, CategoricalCounts]], cur: tuple[Batch, 
                     categorical={c: CategoricalReference.from_counts(v) for c, v in rc.items()},
                     roles={c: "feature" for c in [*rb.numeric, *rc]},
                     extras={d.key: d.reference_extra(rb) for d in detectors if d.uses_batches})
-    extras = {}
-    for d in detectors:
-        if d.uses_batches:
-            part = d.batch_extra(rprof.extras.get(d.key), cb)
-            if part is not None:
-                extras[d.key] = part
+    extras = batch_extras(detectors, rprof.extras, cb)
     cprof = Profile(n_rows=cb.n_rows,
                     numeric={c: NumericCounts.of(v, rprof.numeric[c]) for c, v in cb.numeric.items()},
                     categorical=dict(cc), roles=dict(rprof.roles), extras=extras)
