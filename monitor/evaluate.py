@@ -30,6 +30,7 @@ from detectors.registry import Registry
 
 from .config import Config, ModelConfig
 from .durations import floor_time
+from .partition_store import PartitionStore
 from .profiles import Columns, WindowProfiler, reference_profile
 from .sources.parquet import ColumnKind, FileEntry, ParquetSink, coalesce, prefetch
 
@@ -105,11 +106,13 @@ class Evaluator:
     files changed (partition profiles merge like batches).  A partition is
     reused while its files keep their paths, sizes and modification times and
     the reference is the same; one with a skipped file is read again next run.
+    With a ``partition_store`` the kept profiles are also written to disk and
+    read back on the first run, so a restart does not read the whole window.
     """
 
     def __init__(self, *, config: Config, model: ModelConfig, registry: Registry | None = None,
                  monotonic: Callable[[], float] = time.monotonic, pool: Executor | None = None,
-                 reuse_partitions: bool = True) -> None:
+                 reuse_partitions: bool = True, partition_store: PartitionStore | None = None) -> None:
         #: counts columns in parallel (NumPy releases the GIL); the daemon shares one across models
         self.pool = pool or ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2),
                                                thread_name_prefix=f"atalaia-count-{model.name}")
@@ -133,6 +136,8 @@ class Evaluator:
         self.reuse_partitions = reuse_partitions
         self._partitions: dict[tuple[Any, ...], Profile] = {}
         self._partitions_lock = threading.Lock()
+        self._store = partition_store
+        self._store_loaded = False
 
     def predictions(self) -> ParquetSink:
         """A fresh handle on the prediction sink (one per run: an abandoned run keeps its own)."""
@@ -232,6 +237,12 @@ class Evaluator:
         reuse = self.reuse_partitions and self.columns.label is None \
             and not any(d.keeps_raw_values for d in self.detectors)
         with self._partitions_lock:
+            if self._store is not None and not self._store_loaded:
+                self._store_loaded = True
+                if reuse:  # what this process kept already is as good and newer
+                    self._partitions = self._store.load() | self._partitions
+                else:  # nothing will be kept: stored profiles of an earlier configuration go
+                    self._store.clear()
             known = {g.key: self._partitions[g.key] for g in groups if reuse and g.key in self._partitions}
         todo = [g for g in groups if g.key not in known]
         profilers = [WindowProfiler(reference=ref.profile, columns=self.columns, detectors=self.detectors,
@@ -254,6 +265,8 @@ class Evaluator:
             with self._partitions_lock:
                 self._partitions = self._kept(self._partitions, {g.key: fresh[g.key] for g in todo if not g.errors},
                                               reference_key=ref.key, start=start)
+                if self._store is not None:
+                    self._store.sync(self._partitions)
         profile = WindowProfiler(reference=ref.profile, columns=self.columns).profile
         for g in groups:  # one merge order whether a partition was read now or earlier
             profile = profile.merge(known[g.key] if g.key in known else fresh[g.key])

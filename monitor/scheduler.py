@@ -34,8 +34,9 @@ from detectors.errors import SourceError, SourceTimeout
 from detectors.registry import Registry
 
 from .config import Config, ModelConfig
-from .evaluate import Evaluation, Evaluator
+from .evaluate import PROFILE_VERSION, Evaluation, Evaluator
 from .exporter import FindingsCollector, LatestFindings, MetricsServer, Telemetry
+from .partition_store import PartitionStore
 from .state import RunRecord, StateStore
 
 __all__ = ["Daemon", "OUTCOMES"]
@@ -77,7 +78,11 @@ class Daemon:
         self.metrics_registry.register(FindingsCollector(self.latest))
         self.state = state or StateStore.in_dir(config.state_path)
         self.pool = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="atalaia-count")
-        self.evaluators = {m.name: Evaluator(config=config, model=m, registry=detectors, pool=self.pool)
+        # partition profiles survive a restart: the first run after one reads only what changed
+        self.evaluators = {m.name: Evaluator(config=config, model=m, registry=detectors, pool=self.pool,
+                                             partition_store=PartitionStore(
+                                                 config.state_path / "partitions" / f"model={m.name}",
+                                                 version=PROFILE_VERSION))
                            for m in config.models}
         self._restore()
         self.stop_event = threading.Event()
@@ -177,9 +182,11 @@ class Daemon:
             t.last_success.labels(model.name).set(now)
             self.latest.set(model.name, ev.findings, ev.window_end.timestamp())
             breaches = [f for f in ev.findings if f.status in ("warn", "alert")]
+            notes = [n for n, on in (("reference cached", ev.reference_cached),
+                                     (f"{ev.partitions_reused} partitions reused", ev.partitions_reused)) if on]
             log.info("model %s: window %s..%s, %d rows, %d findings, %d warn/alert, %.3fs%s", model.name,
                      ev.window_start.isoformat(), ev.window_end.isoformat(), ev.rows, len(ev.findings),
-                     len(breaches), duration, " (reference cached)" if ev.reference_cached else "")
+                     len(breaches), duration, f" ({', '.join(notes)})" if notes else "")
         try:
             self.state.record_run(RunRecord(
                 model=model.name, started_at=at, window_start=ev.window_start if ev else at - model.window,

@@ -13,6 +13,7 @@ is held *in progress* for as long as a test needs, deterministically, before it 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -515,6 +516,27 @@ def test_a_hung_source_times_out_the_daemon_stays_up_and_the_model_recovers(
 
 
 # --------------------------------------------------------------------------- (c) SIGTERM, (e) restart
+
+def test_a_restarted_daemon_reads_only_the_partitions_it_has_not_counted(tmp_path: Path, daemons) -> None:
+    reference = write_live_sink(tmp_path / "preds")
+    config = write_config(tmp_path, [model_config(pred_path=str(tmp_path / "preds"), reference=reference,
+                                                  every="1h", window="6h")])
+    d = daemons(config)
+    d.wait_up()
+    wait_metrics(d, lambda m: m.runs("m1", "success") >= 1, timeout=60, what="the first run")
+    assert d.stop() == 0
+    assert "partitions reused" not in d.log()
+    # the five whole hours inside [now - 6h, now) were counted and stored
+    stored = sorted((tmp_path / "state" / "partitions" / "model=m1").glob("*.profile"))
+    assert len(stored) == 5, stored
+
+    d2 = daemons(config)
+    d2.wait_up()
+    wait_metrics(d2, lambda m: m.runs("m1", "success") >= 1, timeout=60, what="the restarted daemon's run")
+    assert d2.stop() == 0
+    reused = re.search(r"model m1: window .*\((?:reference cached, )?(\d+) partitions reused\)", d2.log())
+    assert reused, d2.tail()
+    assert int(reused.group(1)) >= 4  # 5, or 4 when the hour turned between the two runs
 
 def test_sigterm_finishes_the_running_evaluation_and_a_restart_restores_the_findings(
         tmp_path: Path, daemons, object_store: ObjectStore, proxy: HoldingProxy) -> None:

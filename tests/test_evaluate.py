@@ -13,20 +13,31 @@ import pyarrow.parquet as pq
 import pytest
 
 from monitor.config import parse_config
-from monitor.evaluate import Evaluation, Evaluator
+from monitor.evaluate import PROFILE_VERSION, Evaluation, Evaluator
+from monitor.partition_store import PartitionStore
 from tests.conftest import T0, model_config, write_hourly_sink
 
 ALL_DRIFT = [{"type": t} for t in ("psi", "ks", "wasserstein", "mean_shift", "anderson_darling", "chi2",
                                     "jensen_shannon", "multivariate", "data_quality")]
 
 
-def evaluator(tmp_path: Path, sink: Path, *, reuse: bool = True, window: str = "6h") -> Evaluator:
+def evaluator(tmp_path: Path, sink: Path, *, reuse: bool = True, window: str = "6h",
+              store: PartitionStore | None = None, detectors: list[dict[str, Any]] = ALL_DRIFT) -> Evaluator:
     cfg = parse_config({
         "state_dir": str(tmp_path / "state"),
-        "models": [model_config(pred_path=str(sink), window=window, detectors=ALL_DRIFT, reference={
+        "models": [model_config(pred_path=str(sink), window=window, detectors=detectors, reference={
             "start": T0.isoformat(), "end": (T0 + timedelta(hours=12)).isoformat()})],
     })
-    return Evaluator(config=cfg, model=cfg.models[0], reuse_partitions=reuse)
+    return Evaluator(config=cfg, model=cfg.models[0], reuse_partitions=reuse, partition_store=store)
+
+
+def stored(tmp_path: Path, version: int = PROFILE_VERSION) -> PartitionStore:
+    """The partition store a daemon keeps in ``tmp_path / "state"`` (a new one per call: a restart)."""
+    return PartitionStore(tmp_path / "state" / "partitions" / "model=m1", version=version)
+
+
+def stored_files(tmp_path: Path) -> set[str]:
+    return {p.name for p in (tmp_path / "state" / "partitions" / "model=m1").iterdir()}
 
 
 def results(ev: Evaluation) -> list[tuple[Any, ...]]:
@@ -204,3 +215,90 @@ def test_kept_partitions_stay_within_the_memory_budget(tmp_path: Path, hourly: P
 
     assert (again.partitions_reused, third.partitions_reused) == (6, 2)
     assert results(third) == results(evaluator(tmp_path, hourly, reuse=False).evaluate(at=at))
+
+
+# --------------------------------------------------------------------------- kept across a restart
+
+def test_a_restarted_evaluator_reads_only_what_changed_and_equals_a_fresh_evaluation(tmp_path: Path,
+                                                                                      hourly: Path) -> None:
+    first = evaluator(tmp_path, hourly, store=stored(tmp_path))
+    first.evaluate(at=T0 + timedelta(hours=20))
+    assert stored_files(tmp_path) == {PartitionStore.name(k) for k in first._partitions}
+    assert len(first._partitions) == 6
+
+    # a new process on the same state dir, one hour later: five partitions come from the disk
+    at = T0 + timedelta(hours=21)
+    restarted = evaluator(tmp_path, hourly, store=stored(tmp_path))
+    run = restarted.evaluate(at=at)
+    fresh = evaluator(tmp_path, hourly, reuse=False).evaluate(at=at)
+
+    assert run.partitions_reused == 5
+    assert run.rows == fresh.rows == 6 * 400
+    assert results(run) == results(fresh)  # bit for bit
+    # the partition that slid out of the window is gone from the disk, the new one is there
+    assert stored_files(tmp_path) == {PartitionStore.name(k) for k in restarted._partitions}
+    assert sorted(k[0][0].hour for k in restarted._partitions) == list(range(15, 21))
+
+
+def test_a_stored_profile_of_changed_data_or_another_reference_is_not_used(tmp_path: Path, hourly: Path) -> None:
+    at = T0 + timedelta(hours=20)
+    evaluator(tmp_path, hourly, store=stored(tmp_path)).evaluate(at=at)
+    hour = T0 + timedelta(hours=16)
+    part = hourly / f"date={hour:%Y-%m-%d}" / f"hour={hour:%H}"
+    pq.write_table(pq.read_table(part / "part-0.parquet").slice(0, 100), part / "part-0.parquet")
+
+    run = evaluator(tmp_path, hourly, store=stored(tmp_path)).evaluate(at=at)
+    assert run.partitions_reused == 5
+    assert results(run) == results(evaluator(tmp_path, hourly, reuse=False).evaluate(at=at))
+
+    # other detectors: another reference key, so nothing stored applies
+    other = evaluator(tmp_path, hourly, store=stored(tmp_path), detectors=[{"type": "psi"}])
+    again = other.evaluate(at=at)
+    assert again.partitions_reused == 0
+    assert results(again) == results(evaluator(tmp_path, hourly, reuse=False, detectors=[{"type": "psi"}])
+                                     .evaluate(at=at))
+    assert stored_files(tmp_path) == {PartitionStore.name(k) for k in other._partitions}
+
+
+def test_a_damaged_or_outdated_stored_profile_is_read_again_and_replaced(tmp_path: Path, hourly: Path,
+                                                                         caplog: pytest.LogCaptureFixture) -> None:
+    at = T0 + timedelta(hours=20)
+    evaluator(tmp_path, hourly, store=stored(tmp_path)).evaluate(at=at)
+    directory = tmp_path / "state" / "partitions" / "model=m1"
+    names = sorted(stored_files(tmp_path))
+    damaged = directory / names[0]
+    damaged.write_bytes(damaged.read_bytes()[:50])  # a torn file (say, a full disk)
+    (directory / ".tmp-abc.profile.part").write_bytes(b"left by a crash")
+
+    with caplog.at_level("WARNING", logger="atalaia.partitions"):
+        run = evaluator(tmp_path, hourly, store=stored(tmp_path)).evaluate(at=at)
+
+    assert run.partitions_reused == 5
+    assert results(run) == results(evaluator(tmp_path, hourly, reuse=False).evaluate(at=at))
+    assert any(damaged.name in r.getMessage() for r in caplog.records)
+    assert sorted(stored_files(tmp_path)) == names  # rewritten whole; the crash's leftover removed
+    # a new profile layout ignores (and drops) what an older one stored
+    newer = evaluator(tmp_path, hourly, store=stored(tmp_path, version=PROFILE_VERSION + 1)).evaluate(at=at)
+    assert newer.partitions_reused == 0
+    assert results(newer) == results(run)
+
+
+def test_an_unwritable_store_never_fails_a_run(tmp_path: Path, hourly: Path,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / "state" / "partitions").mkdir(parents=True)
+    (tmp_path / "state" / "partitions" / "model=m1").write_text("a file where the directory should be")
+    at = T0 + timedelta(hours=20)
+    with caplog.at_level("WARNING", logger="atalaia.partitions"):
+        runs = [evaluator(tmp_path, hourly, store=stored(tmp_path)).evaluate(at=at) for _ in range(2)]
+    assert [r.partitions_reused for r in runs] == [0, 0]
+    assert results(runs[0]) == results(runs[1]) == results(evaluator(tmp_path, hourly, reuse=False).evaluate(at=at))
+    assert any("cannot store partition profiles" in r.getMessage() for r in caplog.records)
+
+
+def test_a_configuration_that_keeps_no_partitions_clears_the_stored_ones(tmp_path: Path, hourly: Path) -> None:
+    at = T0 + timedelta(hours=20)
+    evaluator(tmp_path, hourly, store=stored(tmp_path)).evaluate(at=at)
+    assert len(stored_files(tmp_path)) == 6
+    exact = evaluator(tmp_path, hourly, store=stored(tmp_path), detectors=[{"type": "ks", "exact": True}])
+    assert exact.evaluate(at=at).partitions_reused == 0
+    assert stored_files(tmp_path) == set()
