@@ -25,6 +25,8 @@ from detectors.profile import (
     Profile,
 )
 
+from .arrow import labels, valid_mask, values_view
+
 __all__ = ["Columns", "reference_profile", "WindowProfiler", "to_batch"]
 
 
@@ -69,9 +71,14 @@ def numeric_values(col: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, int]:
         col = col.combine_chunks()
     if pa.types.is_dictionary(col.type):
         col = col.dictionary_decode()
-    if not pa.types.is_floating(col.type):
-        col = pc.cast(col, pa.float64())
-    return col.to_numpy(zero_copy_only=False), col.null_count
+    if not pa.types.is_floating(col.type):  # integers beyond 2**53 round to the nearest float
+        col = pc.cast(col, pa.float64(), safe=False)
+    values = values_view(col)
+    valid = valid_mask(col)
+    if valid is not None:
+        values = values.copy()
+        values[~valid] = np.nan
+    return values, col.null_count
 
 
 def category_counts(col: pa.Array | pa.ChunkedArray) -> CategoricalCounts:
@@ -80,11 +87,11 @@ def category_counts(col: pa.Array | pa.ChunkedArray) -> CategoricalCounts:
         col = col.combine_chunks()
     n_null = col.null_count
     if pa.types.is_dictionary(col.type):
-        codes = (pc.drop_null(col.indices) if n_null else col.indices).to_numpy()
+        codes = values_view(pc.drop_null(col.indices) if n_null else col.indices)
         counts = np.bincount(codes, minlength=len(col.dictionary))
         return _from_bincount(col.dictionary.to_pylist(), counts, n_null)
     if pa.types.is_integer(col.type) and len(col) > 0:
-        values = (pc.drop_null(col) if n_null else col).to_numpy()
+        values = values_view(pc.drop_null(col) if n_null else col)
         if values.size:
             lo, hi = int(values.min()), int(values.max())
             if hi - lo < 65536:
@@ -113,9 +120,7 @@ def _from_bincount(values: Sequence[object], counts: np.ndarray, n_null: int) ->
 
 
 def _category_array(col: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
-        col = pc.cast(col, pa.string())
-    return np.asarray(col.to_numpy(zero_copy_only=False), dtype=object)
+    return labels(col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col)
 
 
 ALL_FIELDS = frozenset({"numeric", "categorical", "sensitive", "timestamp", "model"})
@@ -138,8 +143,13 @@ def to_batch(table: pa.Table | pa.RecordBatch, columns: Columns, fields: frozens
 
     ts = np.zeros(0, np.int64)
     if "timestamp" in fields and columns.timestamp and columns.timestamp in present:
-        ts = pc.cast(table.column(columns.timestamp), pa.timestamp("ns", tz="UTC")).to_numpy(
-            zero_copy_only=False).astype("datetime64[ns]").astype(np.int64)
+        col = pc.cast(table.column(columns.timestamp), pa.timestamp("ns", tz="UTC"))
+        col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+        ts = values_view(col)
+        valid = valid_mask(col)
+        if valid is not None:  # a null time is NaT, as NumPy spells it
+            ts = ts.copy()
+            ts[~valid] = np.iinfo(np.int64).min
     prediction = None
     if "model" in fields and columns.prediction and columns.prediction in present:
         col = table.column(columns.prediction)

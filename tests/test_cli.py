@@ -326,3 +326,44 @@ def test_check_table_is_readable(cli: Cli, config_file: Path) -> None:
             assert " ok " in row(detector, target)
     assert iso(SHIFTED - timedelta(hours=1)) in out and iso(SHIFTED) in out
     assert "alert" in lines[-1] and "ok" in lines[-1]  # the summary line
+
+
+def test_check_and_a_daemon_run_never_import_pandas(tmp_path: Path, sink: Path) -> None:
+    # pyarrow imports pandas (0.4 s, ~55 MB resident) on its first to_numpy, pa.array or pa.scalar; atalaia
+    # never needs it. Every registered detector (ks exact for the per-batch path with the predicted class), a
+    # partition with nulls, and a window ending mid-hour (its edge partitions filtered on the timestamp).
+    from detectors.registry import Registry
+
+    hour = T0 + timedelta(hours=43)
+    n = 200
+    pq.write_table(pa.table({
+        "id": [f"n{i}" for i in range(n)],
+        "ts": pa.array([hour + timedelta(seconds=i) for i in range(n)], type=pa.timestamp("us", tz="UTC")),
+        "x0": [None if i % 7 == 0 else float(i) for i in range(n)],
+        "x1": [float("nan") if i % 5 == 0 else 0.5 for i in range(n)], "x2": [1.0] * n,
+        "c": [None if i % 3 == 0 else "a" for i in range(n)], "score": [0.5] * n,
+        "pred": [None if i % 11 == 0 else i % 2 for i in range(n)],
+    }), sink / f"date={hour:%Y-%m-%d}" / f"hour={hour:%H}" / "part-1.parquet")
+    detectors = [{"type": name} for name in Registry().names() if name != "ks"] + [{"type": "ks", "exact": True}]
+    config = write_config(tmp_path / "all.yaml", state_dir=str(tmp_path / "state"), models=[model_config(
+        pred_path=str(sink), detectors=detectors, reference={
+            "start": T0.isoformat(), "end": (T0 + timedelta(hours=24)).isoformat()})])
+    code = ("import io, json, sys\n"
+            "from datetime import datetime\n"
+            "from monitor.cli import main\n"
+            "from monitor.config import load_config\n"
+            "from monitor.scheduler import Daemon\n"
+            "out = io.StringIO()\n"
+            "rc = main(['check', '--config', sys.argv[1], '--at', sys.argv[2], '--format', 'json'], stdout=out)\n"
+            "after_check = 'pandas' in sys.modules\n"
+            "daemon = Daemon(config=load_config(sys.argv[1]))\n"
+            "outcome = daemon.run_model('m1', at=datetime.fromisoformat(sys.argv[2].replace('Z', '+00:00')))\n"
+            "daemon.shutdown()\n"
+            "print(json.dumps({'rc': rc, 'findings': len(out.getvalue().splitlines()), 'outcome': outcome,\n"
+            "                  'after_check': after_check, 'after_run': 'pandas' in sys.modules}))\n")
+    done = subprocess.run([sys.executable, "-c", code, str(config), iso(SHIFTED)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["rc"] == 1 and report["findings"] > 50 and report["outcome"] == "success", report
+    assert not report["after_check"] and not report["after_run"], report

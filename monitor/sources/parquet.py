@@ -34,6 +34,8 @@ import pyarrow.parquet as pq
 
 from detectors.errors import SourceError, SourceTimeout
 
+from ..arrow import scalar
+
 __all__ = ["ColumnKind", "FileEntry", "ParquetSink", "coalesce", "join_labels", "label_lookup", "make_filesystem", "partition_range", "prefetch"]
 
 ColumnKind = Literal["timestamp", "numeric", "categorical", "any"]
@@ -238,9 +240,9 @@ class ParquetSink:
         typ = col.type
         mask = None
         if start is not None:
-            mask = pc.greater_equal(col, pa.scalar(_in_unit(start, typ.unit, ceil=True), type=typ))
+            mask = pc.greater_equal(col, scalar(_in_unit(start, typ.unit, ceil=True), typ))
         if end is not None:
-            below = pc.less(col, pa.scalar(_in_unit(end, typ.unit, ceil=True), type=typ))
+            below = pc.less(col, scalar(_in_unit(end, typ.unit, ceil=True), typ))
             mask = below if mask is None else pc.and_(mask, below)
         return mask
 
@@ -327,7 +329,7 @@ def label_lookup(table: pa.Table, *, id_column: str, label_column: str,
                  timestamp: str | None = None) -> tuple[pa.Array, pa.Array]:
     """Unique ids and their labels; when an id has several labels the latest arrival wins."""
     if table.num_rows == 0:
-        return pa.array([], type=table.schema.field(id_column).type), pa.array([], type=pa.float64())
+        return pa.nulls(0, type=table.schema.field(id_column).type), pa.nulls(0, type=pa.float64())
     if timestamp:
         table = table.sort_by([(timestamp, "descending")])
     ids = table.column(id_column).combine_chunks()
