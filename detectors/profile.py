@@ -32,7 +32,7 @@ import functools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 
@@ -185,8 +185,7 @@ def _edges_as(edges: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return out
 
 
-@dataclass(frozen=True)
-class _Sorted:
+class _Sorted(NamedTuple):
     """One sorted batch cut at the grid edges (see :func:`_sorted_counts`)."""
 
     counts: np.ndarray
@@ -206,19 +205,29 @@ def _sorted_counts(x: np.ndarray, edges: np.ndarray) -> _Sorted:
     -inf first, +inf and then NaN last) and the tails as slices.
     """
     s = np.sort(x)
-    inf = np.array(np.inf, dtype=s.dtype)
-    lo = int(np.searchsorted(s, -inf, side="right")) if s.size and s[0] == -inf else 0
-    hi = nan_at = s.size
-    if s.size and not np.isfinite(s[-1]):
-        hi = int(np.searchsorted(s, inf, side="left"))
-        nan_at = int(np.searchsorted(s, np.array(np.nan, dtype=s.dtype), side="left"))
+    n = s.size
+    lo, hi = 0, n
+    nan_at = n
+    if n:
+        if s[0] == -np.inf:
+            lo = int(np.searchsorted(s, s[0], side="right"))
+        if not math.isfinite(s[-1]):
+            hi = int(np.searchsorted(s, s.dtype.type(np.inf), side="left"))
+            nan_at = int(np.searchsorted(s, s.dtype.type(np.nan), side="left"))
     finite = s[lo:hi]
-    return _Sorted(counts=_cut(finite, edges), finite=finite, n_neginf=lo, n_posinf=nan_at - hi,
-                   n_nan=s.size - nan_at)
+    return _Sorted(_cut(finite, edges), finite, lo, nan_at - hi, n - nan_at)
 
 
 def _cut(finite: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """Counts of sorted finite values with exactly ``j`` edges at or below them, ``j = 0 … len(edges)``."""
+    """Counts of sorted finite values with exactly ``j`` edges at or below them, ``j = 0 … len(edges)``.
+
+    The shorter array is searched for in the longer: the edges in the values, whose
+    positions differenced are the counts, or (a batch with fewer values than edges)
+    each value in the edges, giving its bin directly.
+    """
+    if finite.size < edges.size:
+        bins = np.searchsorted(edges, finite, side="right")
+        return np.bincount(bins, minlength=edges.size + 1).astype(np.int64, copy=False)
     cuts = np.searchsorted(finite, edges, side="left")
     counts = np.empty(edges.size + 1, np.int64)
     counts[0] = cuts[0] if edges.size else finite.size

@@ -182,6 +182,65 @@ def test_float32_moments_hold_far_from_the_reference_mean(shift: float) -> None:
     assert cur.m2 == pytest.approx(((wide - wide.mean()) ** 2).sum(), rel=1e-4)
 
 
+def _grid(edges: list[float]) -> NumericReference:
+    """A reference with exactly these interior edges (the rest of it is not read by counting)."""
+    e = np.array(edges)
+    return NumericReference(edges=e, counts=np.zeros(e.size + 1, np.int64), psi_cuts=np.zeros(1, np.intp),
+                            n=0, n_missing=0, mean=0.0, std=0.0, minimum=float(e[0]), maximum=float(e[-1]))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize(("values", "expected"), [
+    ([], [0, 0, 0, 0]),
+    ([1.0], [0, 1, 0, 0]),                        # on the first edge: in the bin it opens
+    ([0.5], [1, 0, 0, 0]),                        # below the first edge
+    ([3.0], [0, 0, 0, 1]),                        # on the last edge: the top slot
+    ([2.0, 3.0], [0, 0, 1, 1]),
+    ([1.999, 9.0], [0, 1, 0, 1]),
+    ([0.5, 1.0, 1.0, 2.0, 2.5, 3.0, 3.0, 7.0], [1, 2, 2, 3]),  # more values than edges: the other search
+    ([1.0, 1.0, 1.0, 1.0], [0, 4, 0, 0]),
+    ([-5.0, -5.0, -5.0, -5.0], [4, 0, 0, 0]),     # every edge above every value
+    ([5.0, 5.0, 5.0, 5.0], [0, 0, 0, 4]),         # every edge below every value
+    ([3.0, 3.0, 3.0, np.nan, np.inf], [0, 0, 0, 3]),
+])
+def test_values_on_an_edge_count_in_the_bin_it_opens(values: list[float], expected: list[int], dtype: type) -> None:
+    # batches shorter than the grid search each value in the edges, longer ones each edge in the values:
+    # both put a value equal to an edge above it, and values beyond either end in the outer slots
+    cur = NumericCounts.of(np.array(values, dtype=dtype), _grid([1.0, 2.0, 3.0]))
+    assert cur.counts.dtype == np.int64
+    assert cur.counts.tolist() == expected
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_both_searches_agree_with_a_naive_count_around_the_switch(dtype: type) -> None:
+    # batches of one value fewer than the grid's edges up to one more, made of the edges themselves, their
+    # neighbours and values beyond either end: every size counts as comparing in float64 does
+    rng = np.random.default_rng(11)
+    ref = NumericReference.from_values(rng.lognormal(size=4000))
+    e = ref.edges.astype(dtype)
+    pool = np.concatenate([e, np.nextafter(e, dtype(-np.inf)), np.nextafter(e, dtype(np.inf)),
+                           np.array([e[0] / 2, e[-1] * 2], dtype)])
+    for size in (0, 1, 2, 63, 64, 65, ref.edges.size - 1, ref.edges.size, ref.edges.size + 1, 3 * ref.edges.size):
+        x = rng.choice(pool, size).astype(dtype)
+        wide = x.astype(np.float64)
+        naive = np.bincount(np.searchsorted(ref.edges, wide, side="right"), minlength=ref.edges.size + 1)
+        assert np.array_equal(NumericCounts.of(x, ref).counts, naive), size
+
+
+def test_float32_sums_that_would_overflow_are_redone_in_float64_without_warnings() -> None:
+    # differences or squares beyond float32's 3.4e38 fall back to float64 without leaking an overflow warning
+    ref = _grid([0.0, 1.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for values in ([-3e38, 3e38], [-3e38, 0.0, 3e38], [1e19, 2e19, 3e19, 4e19, 5e19], [-1e18, 0.0, 1e18],
+                       [3e38, 3e38, 3e38]):
+            x = np.array(values, np.float32)
+            cur = NumericCounts.of(x, ref)
+            wide = x.astype(np.float64)
+            assert cur.mean == pytest.approx(wide.mean(), rel=1e-6, abs=1e-6 * wide.std())
+            assert cur.m2 == pytest.approx(((wide - wide.mean()) ** 2).sum(), rel=1e-6, abs=1e-300)
+
+
 # --------------------------------------------------------------------------- p-value maps
 
 def test_cvm_p_value_tail_is_monotone_and_continuous() -> None:
