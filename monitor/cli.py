@@ -103,7 +103,8 @@ def _check(args: argparse.Namespace, out: TextIO) -> int:
     findings, bad_input = [], False
     for m in models:
         try:
-            ev = Evaluator(config=cfg, model=m).evaluate(at=at)
+            # one run: no partition profiles to keep for a next one
+            ev = Evaluator(config=cfg, model=m, reuse_partitions=False).evaluate(at=at)
         except SourceError as exc:
             print(f"atalaia: model {m.name}: {exc}", file=sys.stderr)
             bad_input = True

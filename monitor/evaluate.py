@@ -245,8 +245,9 @@ class Evaluator:
                     self._store.clear()
             known = {g.key: self._partitions[g.key] for g in groups if reuse and g.key in self._partitions}
         todo = [g for g in groups if g.key not in known]
-        profilers = [WindowProfiler(reference=ref.profile, columns=self.columns, detectors=self.detectors,
-                                    pool=self.pool) for _ in todo]
+        # the partitions a run may keep (see _kept: at most the newest MAX_REUSED_PARTITIONS of the window)
+        spans = sorted((g for g in groups if g.key[0] is not None), key=lambda g: g.key[0][0], reverse=True)
+        keepable = {g.key for g in spans[:MAX_REUSED_PARTITIONS]} if reuse else set()
         columns = self.window_columns()
 
         def read() -> Iterator[tuple[int, pa.RecordBatch]]:
@@ -257,19 +258,42 @@ class Evaluator:
                     yield i, batch
                 group.errors = list(sink.errors)
 
+        # each group is merged into the window's profile, in file order, as soon as it is complete (one
+        # merge order whether a partition was read now or earlier): a run holds the group being counted and
+        # those it may keep, not a profile per partition of the window
+        profile = WindowProfiler(reference=ref.profile, columns=self.columns).profile
+        complete = {n: known[g.key] for n, g in enumerate(groups) if g.key in known}
+        position = {id(g): n for n, g in enumerate(groups)}
+        merged = 0
+        fresh: dict[tuple[Any, ...], Profile] = {}
+        counting, profiler = -1, None
+
+        def count_until(i: int) -> None:
+            """Finish every group before ``todo[i]`` (a group without batches is empty) and start ``todo[i]``."""
+            nonlocal profile, merged, counting, profiler
+            while counting < i:
+                if profiler is not None:
+                    group = todo[counting]
+                    complete[position[id(group)]] = profiler.profile
+                    if group.key in keepable and not group.errors:
+                        fresh[group.key] = profiler.profile
+                counting += 1
+                profiler = WindowProfiler(reference=ref.profile, columns=self.columns, detectors=self.detectors,
+                                          pool=self.pool) if counting < len(todo) else None
+            while merged in complete:
+                profile = profile.merge(complete.pop(merged))
+                merged += 1
+
         for i, batch in prefetch(read()):
-            profilers[i].add(batch)
+            count_until(i)
+            profiler.add(batch)  # type: ignore[union-attr]
+        count_until(len(todo))
         errors = [e for g in todo for e in g.errors]
-        fresh = {g.key: prof.profile for g, prof in zip(todo, profilers, strict=True)}
         if reuse:
             with self._partitions_lock:
-                self._partitions = self._kept(self._partitions, {g.key: fresh[g.key] for g in todo if not g.errors},
-                                              reference_key=ref.key, start=start)
+                self._partitions = self._kept(self._partitions, fresh, reference_key=ref.key, start=start)
                 if self._store is not None:
                     self._store.sync(self._partitions)
-        profile = WindowProfiler(reference=ref.profile, columns=self.columns).profile
-        for g in groups:  # one merge order whether a partition was read now or earlier
-            profile = profile.merge(known[g.key] if g.key in known else fresh[g.key])
         for err in errors:
             log.error("model %s: skipped %s", self.model.name, err)
         ctx = Context(model=self.model.name, window_start=start, window_end=end)

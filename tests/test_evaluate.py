@@ -217,6 +217,30 @@ def test_kept_partitions_stay_within_the_memory_budget(tmp_path: Path, hourly: P
     assert results(third) == results(evaluator(tmp_path, hourly, reuse=False).evaluate(at=at))
 
 
+
+def test_a_run_holds_no_profile_per_partition_of_its_window(tmp_path: Path, hourly: Path) -> None:
+    # each partition's profile is merged into the window's as soon as it is counted: without reuse a 20-hour
+    # window's peak is about a 6-hour one's, not 14 more partition profiles (which a run used to hold)
+    import tracemalloc
+
+    def peak(hours: int) -> int:
+        ev = evaluator(tmp_path, hourly, reuse=False, window=f"{hours}h")
+        ev.evaluate(at=T0 + timedelta(hours=24))  # the reference, imports and caches first
+        tracemalloc.start()
+        try:
+            base = tracemalloc.get_traced_memory()[0]
+            ev.evaluate(at=T0 + timedelta(hours=24))
+            return tracemalloc.get_traced_memory()[1] - base
+        finally:
+            tracemalloc.stop()
+
+    ev = evaluator(tmp_path, hourly)
+    ev.evaluate(at=T0 + timedelta(hours=24))
+    one = next(iter(ev._partitions.values())).approx_bytes()
+    growth = peak(20) - peak(6)
+    assert growth < 0.4 * one * 14, (growth, one)
+
+
 # --------------------------------------------------------------------------- kept across a restart
 
 def test_a_restarted_evaluator_reads_only_what_changed_and_equals_a_fresh_evaluation(tmp_path: Path,
