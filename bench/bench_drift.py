@@ -13,7 +13,8 @@ when the bench runs: every registered detector whose default instance has kind `
 Measured per size, in fresh subprocesses (``common.measure``: wall time and peak RSS via ``wait4``):
 
 * ``floor (process)``: a fresh Python that imports pyarrow and reads the exact columns a check reads
-  from the window's files, as record batches, converting each float column to NumPy;
+  from the window's files, as record batches, taking each float column as a NumPy view of its buffer
+  (the faster of ``pyarrow.dataset`` and ``ParquetFile.iter_batches``);
 * ``check (warm)``: ``atalaia check --format json`` with the reference profile cached in the state
   dir (what the daemon pays per run, plus process start and imports);
 * ``check (cold)``: the same with an empty state dir (also builds the reference profile);
@@ -78,9 +79,12 @@ PEERS: dict[str, dict[str, Any]] = {
 PEER_ENV = {"DO_NOT_TRACK": "1", "NML_DISABLE_USAGE_LOGGING": "1"}
 
 # the read floor: the columns of the window's files as record batches, float columns to NumPy, either through
-# pyarrow.dataset (files read ahead in parallel; imports pandas) or file by file with pyarrow.parquet
+# pyarrow.dataset (files read ahead in parallel; importing it imports pandas) or file by file with pyarrow.parquet
+# (no pandas: the float values are taken from the Arrow buffer, as atalaia takes them, since Array.to_numpy
+# imports pandas on first use, 0.4 s that a floor must not pay)
 READ = r"""
 def read(files, cols, batch_size, how):
+    import numpy as np
     import pyarrow as pa
     if how == "dataset":
         import pyarrow.dataset as ds
@@ -92,7 +96,8 @@ def read(files, cols, batch_size, how):
     for b in batches:
         for c in b.columns:
             if pa.types.is_floating(c.type):
-                c.to_numpy(zero_copy_only=False)
+                width = c.type.bit_width // 8
+                np.frombuffer(c.buffers()[1], dtype=f"f{width}", count=len(c), offset=c.offset * width)
         n += b.num_rows
     return n
 """
