@@ -8,7 +8,9 @@ parameter — gives a new cache key and a rebuild.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib.metadata
 import json
 import logging
 import os
@@ -34,12 +36,23 @@ from .partition_store import PartitionStore
 from .profiles import Columns, WindowProfiler, reference_profile
 from .sources.parquet import ColumnKind, FileEntry, ParquetSink, coalesce, prefetch
 
-__all__ = ["Evaluator", "Evaluation", "PROFILE_VERSION", "limit_blas_threads"]
+__all__ = ["Evaluator", "Evaluation", "PROFILE_VERSION", "cache_version", "limit_blas_threads"]
 
 log = logging.getLogger("atalaia.evaluate")
 
 #: bump when the profile layout changes, so cached references are rebuilt
 PROFILE_VERSION = 1
+
+
+@functools.cache
+def cache_version() -> str:
+    """What profiles cached on disk are tagged with: the layout version and the atalaia release, so an
+    upgrade never reads profiles an older release counted."""
+    try:
+        release = importlib.metadata.version("atalaia")
+    except importlib.metadata.PackageNotFoundError:  # a checkout that is not installed
+        release = "unknown"
+    return f"{PROFILE_VERSION}/{release}"
 
 #: partition profiles kept per model for the next run, the newest first: at most two days of hourly
 #: partitions and at most 64 MiB (each holds the grid counts of every column, about 16 KB per numeric
@@ -215,7 +228,7 @@ class Evaluator:
 
     def _reference_key(self, files: Sequence[Any], start: datetime | None, end: datetime | None) -> str:
         doc = {
-            "version": PROFILE_VERSION,
+            "version": cache_version(),
             "reference": self.model.reference.model_dump(mode="json"),
             "range": [start.isoformat() if start else None, end.isoformat() if end else None],
             "files": [(f.path, f.size, f.mtime_ns) for f in files],
@@ -291,7 +304,8 @@ class Evaluator:
         errors = [e for g in todo for e in g.errors]
         if reuse:
             with self._partitions_lock:
-                self._partitions = self._kept(self._partitions, fresh, reference_key=ref.key, start=start)
+                latest = self._reference.key if self._reference is not None else ref.key
+                self._partitions = self._kept(self._partitions, fresh, reference_key=latest, start=start)
                 if self._store is not None:
                     self._store.sync(self._partitions)
         for err in errors:
@@ -309,14 +323,16 @@ class Evaluator:
     def _kept(kept: dict[tuple[Any, ...], Profile], new: dict[tuple[Any, ...], Profile], *, reference_key: str,
               start: datetime) -> dict[tuple[Any, ...], Profile]:
         """The partition profiles to keep after a run: the earlier ones and this run's finished ones
-        (``new``; a group with a skipped file is left out by the caller), less those of another reference or
-        already slid out of the window, and of one span only this run's; the newest
-        ``MAX_REUSED_PARTITIONS`` within ``MAX_REUSED_BYTES``.  Merging rather than replacing keeps a run
-        abandoned on a timeout, which finishes later, from dropping what a newer run kept."""
-        fresh_spans = {k[0] for k in new if k[0] is not None}
+        (``new``; a group with a skipped file is left out by the caller), less those of another reference than
+        ``reference_key`` (the evaluator's latest) or already slid out of the window, and of one span only this
+        run's; the newest ``MAX_REUSED_PARTITIONS`` within ``MAX_REUSED_BYTES``.  Merging rather than replacing,
+        against the latest reference rather than the run's, keeps a run abandoned on a timeout, which finishes
+        later, from dropping what a newer run kept."""
+        new = {k: v for k, v in new.items() if k[0] is not None and k[1] == reference_key}
+        fresh_spans = {k[0] for k in new}
         out = {k: v for k, v in kept.items()
                if k[1] == reference_key and k[0][1] > start and k[0] not in fresh_spans}
-        out |= {k: v for k, v in new.items() if k[0] is not None}
+        out |= new
         chosen: dict[tuple[Any, ...], Profile] = {}
         held = 0
         for k in sorted(out, key=lambda k: k[0][0], reverse=True)[:MAX_REUSED_PARTITIONS]:

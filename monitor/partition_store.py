@@ -20,7 +20,7 @@ import json
 import logging
 import os
 import pickle
-import tempfile
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -46,9 +46,9 @@ class PartitionStore:
     {}
     """
 
-    def __init__(self, directory: Path, *, version: int) -> None:
+    def __init__(self, directory: Path, *, version: int | str) -> None:
         self.directory = directory
-        #: the profile layout version; files of another are ignored and removed
+        #: the profile layout (and code) version; files of another are ignored and removed
         self.version = version
         #: names of the files this store knows to hold which key (written or loaded by it)
         self._names: dict[str, Any] = {}
@@ -112,20 +112,20 @@ class PartitionStore:
         for name, key in new.items():
             try:
                 self._write(self.directory / name, {"version": self.version, "key": key, "profile": kept[key]})
-            except OSError as exc:
+            except Exception as exc:  # a full disk, or a plugin's partial state that does not pickle
                 log.warning("cannot store partition profile %s: %s", self.directory / name, exc)
                 continue
             self._names[name] = key
 
     @staticmethod
     def _write(path: Path, doc: dict[str, Any]) -> None:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=SUFFIX + ".part")
+        tmp = path.with_name(f".tmp-{uuid.uuid4().hex}{SUFFIX}.part")  # created with the umask's mode
         try:
-            with os.fdopen(fd, "wb") as fh:
+            with tmp.open("xb") as fh:
                 pickle.dump(doc, fh, protocol=pickle.HIGHEST_PROTOCOL)
             os.replace(tmp, path)
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
             raise
 
     @staticmethod

@@ -34,7 +34,7 @@ from detectors.errors import SourceError, SourceTimeout
 from detectors.registry import Registry
 
 from .config import Config, ModelConfig
-from .evaluate import PROFILE_VERSION, Evaluation, Evaluator
+from .evaluate import Evaluation, Evaluator, cache_version
 from .exporter import FindingsCollector, LatestFindings, MetricsServer, Telemetry
 from .partition_store import PartitionStore
 from .state import RunRecord, StateStore
@@ -82,7 +82,7 @@ class Daemon:
         self.evaluators = {m.name: Evaluator(config=config, model=m, registry=detectors, pool=self.pool,
                                              partition_store=PartitionStore(
                                                  config.state_path / "partitions" / f"model={m.name}",
-                                                 version=PROFILE_VERSION))
+                                                 version=cache_version()))
                            for m in config.models}
         self._restore()
         self.stop_event = threading.Event()

@@ -4,16 +4,19 @@ findings as a fresh evaluation whatever was reused."""
 from __future__ import annotations
 
 import os
+import threading
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from detectors.base import Detector, Finding, Kind
+from detectors.registry import Registry
 from monitor.config import parse_config
-from monitor.evaluate import PROFILE_VERSION, Evaluation, Evaluator
+from monitor.evaluate import Evaluation, Evaluator, cache_version
 from monitor.partition_store import PartitionStore
 from tests.conftest import T0, model_config, write_hourly_sink
 
@@ -31,9 +34,9 @@ def evaluator(tmp_path: Path, sink: Path, *, reuse: bool = True, window: str = "
     return Evaluator(config=cfg, model=cfg.models[0], reuse_partitions=reuse, partition_store=store)
 
 
-def stored(tmp_path: Path, version: int = PROFILE_VERSION) -> PartitionStore:
+def stored(tmp_path: Path, version: str | None = None) -> PartitionStore:
     """The partition store a daemon keeps in ``tmp_path / "state"`` (a new one per call: a restart)."""
-    return PartitionStore(tmp_path / "state" / "partitions" / "model=m1", version=version)
+    return PartitionStore(tmp_path / "state" / "partitions" / "model=m1", version=version or cache_version())
 
 
 def stored_files(tmp_path: Path) -> set[str]:
@@ -301,8 +304,8 @@ def test_a_damaged_or_outdated_stored_profile_is_read_again_and_replaced(tmp_pat
     assert results(run) == results(evaluator(tmp_path, hourly, reuse=False).evaluate(at=at))
     assert any(damaged.name in r.getMessage() for r in caplog.records)
     assert sorted(stored_files(tmp_path)) == names  # rewritten whole; the crash's leftover removed
-    # a new profile layout ignores (and drops) what an older one stored
-    newer = evaluator(tmp_path, hourly, store=stored(tmp_path, version=PROFILE_VERSION + 1)).evaluate(at=at)
+    # another profile layout or release ignores (and drops) what an older one stored
+    newer = evaluator(tmp_path, hourly, store=stored(tmp_path, version=cache_version() + "-next")).evaluate(at=at)
     assert newer.partitions_reused == 0
     assert results(newer) == results(run)
 
@@ -326,3 +329,106 @@ def test_a_configuration_that_keeps_no_partitions_clears_the_stored_ones(tmp_pat
     exact = evaluator(tmp_path, hourly, store=stored(tmp_path), detectors=[{"type": "ks", "exact": True}])
     assert exact.evaluate(at=at).partitions_reused == 0
     assert stored_files(tmp_path) == set()
+
+
+
+def test_a_profile_that_does_not_pickle_is_not_stored_and_the_run_succeeds(tmp_path: Path, hourly: Path,
+                                                                          caplog: pytest.LogCaptureFixture) -> None:
+    # a plugin's per-batch partial state may hold something pickle refuses (here a lambda): the store
+    # logs it, the run and its findings are as without a store
+    class Tally:
+        def __init__(self, n: int) -> None:
+            self.n, self.add = n, lambda a, b: a + b
+
+        def merge(self, other: Tally) -> Tally:
+            return Tally(self.add(self.n, other.n))
+
+    class RowTally(Detector):
+        name: ClassVar[str] = "row_tally"
+        kind: ClassVar[Kind] = "quality"
+        uses_batches: ClassVar[bool] = True
+        batch_fields: ClassVar[frozenset[str]] = frozenset({"numeric"})
+
+        def batch_extra(self, reference_extra: Any, batch: Any) -> Tally:
+            return Tally(batch.n_rows)
+
+        def score(self, summary: Any, current: Any, *, context: Any) -> list[Finding]:
+            return []
+
+    registry = Registry(extra={"row_tally": RowTally})
+    cfg = parse_config({"state_dir": str(tmp_path / "state"), "models": [model_config(
+        pred_path=str(hourly), window="6h", detectors=[{"type": "psi"}, {"type": "row_tally"}],
+        reference={"start": T0.isoformat(), "end": (T0 + timedelta(hours=12)).isoformat()})]}, registry=registry)
+    at = T0 + timedelta(hours=20)
+    with caplog.at_level("WARNING", logger="atalaia.partitions"):
+        run = Evaluator(config=cfg, model=cfg.models[0], registry=registry, partition_store=stored(tmp_path)) \
+            .evaluate(at=at)
+    plain = Evaluator(config=cfg, model=cfg.models[0], registry=registry, reuse_partitions=False).evaluate(at=at)
+    assert run.outcome == "success" and results(run) == results(plain)
+    assert sum("cannot store partition profile" in r.getMessage() for r in caplog.records) == 6
+    assert stored_files(tmp_path) == set()  # nor a temporary file left behind
+
+
+def test_a_late_run_with_an_older_reference_keeps_what_the_newer_run_kept(tmp_path: Path, hourly: Path) -> None:
+    # run A is held in its reads (as one abandoned on a timeout); the reference data changes and run B, with
+    # the rebuilt reference, keeps its partitions; when A finishes it must not drop them, in memory or on disk
+    ev = evaluator(tmp_path, hourly, store=stored(tmp_path))
+    hold, reading = threading.Event(), threading.Event()
+    plain = ev.predictions
+
+    def held() -> Any:
+        sink = plain()
+        batches = sink.batches
+
+        def slow(**kw: Any) -> Any:
+            if kw.get("files") is not None:  # the window, not the reference
+                reading.set()
+                assert hold.wait(30)
+            yield from batches(**kw)
+
+        sink.batches = slow
+        return sink
+
+    ev.predictions = held  # type: ignore[method-assign]
+    late = threading.Thread(target=ev.evaluate, kwargs={"at": T0 + timedelta(hours=20)})
+    late.start()
+    assert reading.wait(30)
+    ev.predictions = plain  # type: ignore[method-assign]
+    hour = T0 + timedelta(hours=3)  # a late file in a reference hour: a new reference key
+    part = hourly / f"date={hour:%Y-%m-%d}" / f"hour={hour:%H}"
+    pq.write_table(pq.read_table(part / "part-0.parquet").slice(0, 10), part / "part-1.parquet")
+    at = T0 + timedelta(hours=21)
+    newer = ev.evaluate(at=at)
+    kept = set(ev._partitions)
+    assert not newer.reference_cached and len(kept) == 6
+
+    hold.set()
+    late.join(30)
+    assert not late.is_alive()
+    assert set(ev._partitions) == kept
+    assert stored_files(tmp_path) == {PartitionStore.name(k) for k in kept}
+    again = ev.evaluate(at=at)
+    assert again.partitions_reused == 6
+    assert results(again) == results(evaluator(tmp_path, hourly, reuse=False).evaluate(at=at))
+
+
+def test_partitions_without_a_readable_row_merge_in_order_and_are_reported(tmp_path: Path, hourly: Path) -> None:
+    # the first and last whole hours unreadable, one in the middle empty, one with a bad second file: every
+    # run equals a fresh evaluation, bad files are reported every run, and only clean partitions are kept
+    def part(h: int) -> Path:
+        t = T0 + timedelta(hours=h)
+        return hourly / f"date={t:%Y-%m-%d}" / f"hour={t:%H}"
+
+    (part(14) / "part-0.parquet").write_bytes(b"not parquet")
+    (part(19) / "part-0.parquet").write_bytes(b"not parquet")
+    pq.write_table(pq.read_table(part(16) / "part-0.parquet").slice(0, 0), part(16) / "part-0.parquet")
+    (part(17) / "part-1.parquet").write_bytes(b"not parquet")
+    ev = evaluator(tmp_path, hourly, store=stored(tmp_path))
+    for at in (T0 + timedelta(hours=20), T0 + timedelta(hours=20, minutes=30), T0 + timedelta(hours=20)):
+        run = ev.evaluate(at=at)
+        fresh = evaluator(tmp_path, hourly, reuse=False).evaluate(at=at)
+        assert results(run) == results(fresh) and run.rows == fresh.rows
+        assert sorted(e.path.rsplit("/", 3)[-2] + "/" + e.path.rsplit("/", 1)[-1] for e in run.errors) == \
+            ["hour=14/part-0.parquet", "hour=17/part-1.parquet", "hour=19/part-0.parquet"]
+        assert sorted(k[0][0].hour for k in ev._partitions) == [15, 16, 18]
+    assert run.partitions_reused == 3 and run.rows == 3 * 400
