@@ -94,8 +94,8 @@ def category_counts(col: pa.Array | pa.ChunkedArray) -> CategoricalCounts:
         values = values_view(pc.drop_null(col) if n_null else col)
         if values.size:
             lo, hi = int(values.min()), int(values.max())
-            if hi - lo < 65536:
-                counts = np.bincount(values - lo if lo else values, minlength=hi - lo + 1)
+            if hi - lo < 65536:  # offsets in the platform integer: int8 -100..100 would wrap in int8
+                counts = np.bincount(np.subtract(values, lo, dtype=np.intp), minlength=hi - lo + 1)
                 return _from_bincount(range(lo, hi + 1), counts, n_null)
     vc = pc.value_counts(col)
     values = vc.field("values").to_pylist()
@@ -112,8 +112,13 @@ def category_counts(col: pa.Array | pa.ChunkedArray) -> CategoricalCounts:
 
 
 def _from_bincount(values: Sequence[object], counts: np.ndarray, n_null: int) -> CategoricalCounts:
+    """Counts per code as counts per category; a code whose value is null (a dictionary may hold one)
+    counts as null."""
     out: dict[str, int] = {}
     for i in np.flatnonzero(counts).tolist():
+        if values[i] is None:
+            n_null += int(counts[i])
+            continue
         key = str(values[i])
         out[key] = out.get(key, 0) + int(counts[i])
     return CategoricalCounts(counts=out, n_null=n_null)

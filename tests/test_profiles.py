@@ -36,8 +36,13 @@ def _oracle(arr: pa.Array) -> tuple[dict[str, int], int]:
     pa.array([True, False, None, True]),
     pa.array([], type=pa.int32()),
     pa.array([None, None], type=pa.int32()),
+    pa.DictionaryArray.from_arrays(pa.array([0, 1, 2, 1, None]), pa.array(["x", None, "z"])),  # a null category
+    pa.array([-100, 100, 5, None, -100], type=pa.int8()),  # offsets beyond int8
+    pa.array([-30000, 30000, 0], type=pa.int16()),
+    pa.array([5, 6, 7, 5, None, 9], type=pa.int64()).slice(1, 4),
+    pa.array(["q", "r", "q", None, "s"]).dictionary_encode().slice(1, 3),
 ], ids=["string", "dict", "dict-int8-null", "dict-repeat", "int-neg-null", "int8", "int-wide", "bool", "empty",
-        "all-null"])
+        "all-null", "dict-null-value", "int8-wide", "int16-wide", "int-sliced", "dict-sliced"])
 def test_category_counts_equal_arrow_value_counts(arr: pa.Array) -> None:
     counts = category_counts(arr)
     expected, nulls = _oracle(arr)
