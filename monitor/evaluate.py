@@ -8,6 +8,7 @@ parameter — gives a new cache key and a rebuild.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib.metadata
@@ -216,11 +217,16 @@ class Evaluator:
         for err in sink.errors:
             log.error("reference for model %s: %s", self.model.name, err)
         profile = reference_profile(table, columns=self.columns, detectors=self.detectors)
-        cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(".tmp")
-        with tmp.open("wb") as fh:
-            pickle.dump(profile, fh, protocol=pickle.HIGHEST_PROTOCOL)
-        tmp.replace(cache)
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            with tmp.open("wb") as fh:
+                pickle.dump(profile, fh, protocol=pickle.HIGHEST_PROTOCOL)
+            tmp.replace(cache)
+        except Exception as exc:  # a full or read-only disk: the profile is used from memory, rebuilt after a restart
+            log.warning("cannot cache the reference profile in %s: %s", cache, exc)
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
         self._reference = _Reference(key, profile, [d.summarise(profile) for d in self.detectors])
         log.info("built reference profile for model %s from %d rows (%d files)", self.model.name,
                  table.num_rows, len(files))

@@ -432,3 +432,18 @@ def test_partitions_without_a_readable_row_merge_in_order_and_are_reported(tmp_p
             ["hour=14/part-0.parquet", "hour=17/part-1.parquet", "hour=19/part-0.parquet"]
         assert sorted(k[0][0].hour for k in ev._partitions) == [15, 16, 18]
     assert run.partitions_reused == 3 and run.rows == 3 * 400
+
+
+
+def test_a_reference_that_cannot_be_cached_is_used_from_memory(tmp_path: Path, hourly: Path,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "references").write_text("a file where the cache directory should be")
+    ev = evaluator(tmp_path, hourly, reuse=False)
+    at = T0 + timedelta(hours=20)
+    with caplog.at_level("WARNING", logger="atalaia.evaluate"):
+        first = ev.evaluate(at=at)
+    assert any("cannot cache the reference profile" in r.getMessage() for r in caplog.records)
+    second = ev.evaluate(at=at)
+    assert (first.reference_cached, second.reference_cached) == (False, True)  # the second from memory
+    assert results(first) == results(second)
