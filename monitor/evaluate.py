@@ -16,12 +16,14 @@ import json
 import logging
 import os
 import pickle
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -227,10 +229,22 @@ class Evaluator:
             log.warning("cannot cache the reference profile in %s: %s", cache, exc)
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
+        else:
+            self._drop_other_references(cache)
         self._reference = _Reference(key, profile, [d.summarise(profile) for d in self.detectors])
         log.info("built reference profile for model %s from %d rows (%d files)", self.model.name,
                  table.num_rows, len(files))
         return self._reference, False
+
+    def _drop_other_references(self, cache: Path) -> None:
+        """Remove this model's other cached references: a rolling reference is rebuilt every
+        ``reference_refresh``, and each build would otherwise stay in the state dir for good."""
+        mine = re.compile(re.escape(self.model.name) + r"-[0-9a-f]{24}\.pkl")
+        with contextlib.suppress(OSError):
+            for old in cache.parent.iterdir():
+                if old != cache and mine.fullmatch(old.name):
+                    with contextlib.suppress(OSError):
+                        old.unlink()
 
     def _reference_key(self, files: Sequence[Any], start: datetime | None, end: datetime | None) -> str:
         doc = {

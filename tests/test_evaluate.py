@@ -447,3 +447,22 @@ def test_a_reference_that_cannot_be_cached_is_used_from_memory(tmp_path: Path, h
     second = ev.evaluate(at=at)
     assert (first.reference_cached, second.reference_cached) == (False, True)  # the second from memory
     assert results(first) == results(second)
+
+
+def test_a_rolling_reference_leaves_one_cached_build_per_model(tmp_path: Path, hourly: Path) -> None:
+    # rebuilt every reference_refresh: each build replaces the model's previous cache file, no other model's
+    cfg = parse_config({"state_dir": str(tmp_path / "state"), "models": [model_config(
+        pred_path=str(hourly), window="2h", reference={"rolling": "6h"}, reference_refresh="1h")]})
+    references = tmp_path / "state" / "references"
+    references.mkdir(parents=True)
+    others = {"m10-0123456789abcdef01234567.pkl", "m1-x-0123456789abcdef01234567.pkl"}
+    for name in others:
+        (references / name).write_bytes(b"another model's")
+    ev = Evaluator(config=cfg, model=cfg.models[0])
+    builds = []
+    for hours in (16, 17, 18):
+        run = ev.evaluate(at=T0 + timedelta(hours=hours))
+        assert not run.reference_cached
+        builds.append(sorted(p.name for p in references.iterdir() if p.name not in others))
+    assert [len(b) for b in builds] == [1, 1, 1] and len({b[0] for b in builds}) == 3
+    assert others <= {p.name for p in references.iterdir()}
