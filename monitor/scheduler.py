@@ -14,8 +14,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import re
+import shutil
 import signal
 import threading
 import time
@@ -23,6 +26,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -84,6 +88,7 @@ class Daemon:
                                                  config.state_path / "partitions" / f"model={m.name}",
                                                  version=cache_version()))
                            for m in config.models}
+        self._drop_caches_of_removed_models()
         self._restore()
         self.stop_event = threading.Event()
         self._attempted: set[str] = set()
@@ -91,6 +96,26 @@ class Daemon:
         self.scheduler = BackgroundScheduler(timezone=UTC)
         self.listen = listen or config.server.listen
         self.server: MetricsServer | None = None
+
+    def _drop_caches_of_removed_models(self) -> None:
+        """Cached reference and partition profiles of models no longer configured (renamed or removed)
+        would otherwise stay in the state dir for good; they are caches, so they go."""
+        state = self.config.state_path
+        names = set(self.evaluators)
+        cached = re.compile(r"(.+)-[0-9a-f]{24}\.pkl")
+        stale: list[Path] = []
+        with contextlib.suppress(OSError):
+            stale += [p for p in (state / "partitions").iterdir()
+                      if p.name.startswith("model=") and p.name.removeprefix("model=") not in names]
+        with contextlib.suppress(OSError):
+            stale += [p for p in (state / "references").iterdir()
+                      if (m := cached.fullmatch(p.name)) and m.group(1) not in names]
+        for path in stale:
+            try:
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+                log.info("removed the cached profiles of a model no longer configured: %s", path)
+            except OSError as exc:
+                log.warning("cannot remove %s: %s", path, exc)
 
     def _restore(self) -> None:
         """Findings and last-success times from the state store, so a restart exports them at once."""

@@ -591,3 +591,24 @@ def test_sigterm_finishes_the_running_evaluation_and_a_restart_restores_the_find
     assert m.get("atalaia_window_end_timestamp_seconds", model="m1") > runs[0].window_end.timestamp()
     assert d2.stop() == 0
     assert [r.outcome for r in state_runs(state, "m1")] == ["success", "success"]
+
+
+def test_a_start_drops_the_cached_profiles_of_models_no_longer_configured(tmp_path: Path) -> None:
+    from monitor.config import parse_config
+    from monitor.scheduler import Daemon
+
+    reference = write_live_sink(tmp_path / "preds", hours_before=30)
+    state = tmp_path / "state"
+    hexkey = "0123456789abcdef01234567"
+    planted = {"partitions/model=m1/a.profile", "partitions/model=old/b.profile", f"references/m1-{hexkey}.pkl",
+               f"references/old-{hexkey}.pkl", f"references/m1-x-{hexkey}.pkl", "references/notes.txt"}
+    for rel in planted:
+        (state / rel).parent.mkdir(parents=True, exist_ok=True)
+        (state / rel).write_bytes(b"cached")
+    config = parse_config({"state_dir": str(state), "models": [
+        model_config(pred_path=str(tmp_path / "preds"), reference=reference)]})
+    Daemon(config=config).shutdown()
+    left = {str(p.relative_to(state)) for p in state.rglob("*") if p.is_file() and p.suffix != ".db"
+            and "-wal" not in p.name and "-shm" not in p.name}
+    assert left == {"partitions/model=m1/a.profile", f"references/m1-{hexkey}.pkl", "references/notes.txt"}
+    assert not (state / "partitions" / "model=old").exists()
