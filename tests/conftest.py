@@ -17,6 +17,11 @@ import yaml
 T0 = datetime(2026, 11, 20, 0, 0, tzinfo=UTC)
 
 
+def hour_dir(root: Path, t: datetime) -> Path:
+    """The hive partition of the hour holding ``t``: ``root/date=YYYY-MM-DD/hour=HH``."""
+    return root / f"date={t:%Y-%m-%d}" / f"hour={t:%H}"
+
+
 def write_hourly_sink(root: Path, *, start: datetime, hours: int, rows_per_hour: int, seed: int = 0,
                       shift: Callable[[datetime], float] | None = None, id_prefix: str = "p") -> None:
     """Predictions in ``root/date=…/hour=…/part-0.parquet``: ts, id, x0..x2 (numeric), c (categorical),
@@ -38,7 +43,7 @@ def write_hourly_sink(root: Path, *, start: datetime, hours: int, rows_per_hour:
             "score": rng.uniform(0, 1, n),
             "pred": rng.integers(0, 2, n),
         })
-        part = root / f"date={t:%Y-%m-%d}" / f"hour={t:%H}"
+        part = hour_dir(root, t)
         part.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, part / "part-0.parquet")
 

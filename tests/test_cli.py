@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from conftest import T0, model_config
+from conftest import T0, hour_dir, model_config
 from monitor.cli import main
 
 FINDING_KEYS = {"model", "detector", "kind", "target", "statistic", "value", "threshold", "p_value", "status",
@@ -223,7 +223,7 @@ def test_check_window_is_exactly_the_hour_before_at(cli: Cli, config_file: Path,
     us = timedelta(microseconds=1)
     edges = [start - us, start, at - us, at]
     for t in edges:
-        part = sink / f"date={t:%Y-%m-%d}" / f"hour={t:%H}"
+        part = hour_dir(sink, t)
         pq.write_table(pa.table({
             "id": [f"edge-{t.isoformat()}"], "ts": pa.array([t], pa.timestamp("us", tz="UTC")),
             "x0": [0.0], "x1": [0.0], "x2": [1.0], "c": ["a"], "score": [0.5], "pred": pa.array([1], pa.int64()),
@@ -296,7 +296,7 @@ def test_check_empty_window_is_insufficient_data_and_exits_0(cli: Cli, config_fi
 
 def test_check_corrupt_file_in_the_window_exits_2_naming_it(cli: Cli, config_file: Path, sink: Path) -> None:
     t = SHIFTED - timedelta(minutes=30)
-    corrupt = sink / f"date={t:%Y-%m-%d}" / f"hour={t:%H}" / "part-0.parquet"
+    corrupt = hour_dir(sink, t) / "part-0.parquet"
     corrupt.write_bytes(corrupt.read_bytes()[: len(corrupt.read_bytes()) // 2])  # truncated
     code, out, err = cli("check", "--config", config_file, "--at", iso(SHIFTED), "--format", "json")
     assert code == 2
@@ -343,7 +343,7 @@ def test_check_and_a_daemon_run_never_import_pandas(tmp_path: Path, sink: Path) 
         "x1": [float("nan") if i % 5 == 0 else 0.5 for i in range(n)], "x2": [1.0] * n,
         "c": [None if i % 3 == 0 else "a" for i in range(n)], "score": [0.5] * n,
         "pred": [None if i % 11 == 0 else i % 2 for i in range(n)],
-    }), sink / f"date={hour:%Y-%m-%d}" / f"hour={hour:%H}" / "part-1.parquet")
+    }), hour_dir(sink, hour) / "part-1.parquet")
     detectors = [{"type": name} for name in Registry().names() if name != "ks"] + [{"type": "ks", "exact": True}]
     config = write_config(tmp_path / "all.yaml", state_dir=str(tmp_path / "state"), models=[model_config(
         pred_path=str(sink), detectors=detectors, reference={

@@ -33,7 +33,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import free_port, model_config, write_hourly_sink
+from conftest import free_port, hour_dir, model_config, write_hourly_sink
 from monitor.state import RunRecord, StateStore
 
 pytestmark = pytest.mark.e2e
@@ -48,10 +48,6 @@ START_TIMEOUT = 45.0
 
 def floor_hour(t: datetime) -> datetime:
     return t.replace(minute=0, second=0, microsecond=0)
-
-
-def partition(t: datetime) -> str:
-    return f"date={t:%Y-%m-%d}/hour={t:%H}"
 
 
 def write_live_sink(root: Path, *, rows_per_hour: int = 1000, seed: int = 0, hours_before: int = 48,
@@ -424,10 +420,10 @@ def test_runs_every_interval_without_overlap_and_survives_bad_files(tmp_path: Pa
     h = floor_hour(datetime.now(UTC))
     clean_ref = write_live_sink(tmp_path / "clean", rows_per_hour=500, hour=h)
     bad_ref = write_live_sink(tmp_path / "bad", rows_per_hour=500, seed=1, hour=h)
-    hour_dir = tmp_path / "bad" / partition(h)
-    corrupt = hour_dir / "part-1.parquet"
+    bad_hour = hour_dir(tmp_path / "bad", h)
+    corrupt = bad_hour / "part-1.parquet"
     corrupt.write_bytes(b"PAR1 this is not a parquet file at all PAR1")
-    no_x1 = hour_dir / "part-2.parquet"
+    no_x1 = bad_hour / "part-2.parquet"
     n = 50
     pq.write_table(pa.table({
         "id": [f"q{i}" for i in range(n)],

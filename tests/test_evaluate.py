@@ -18,7 +18,7 @@ from detectors.registry import Registry
 from monitor.config import parse_config
 from monitor.evaluate import Evaluation, Evaluator, cache_version
 from monitor.partition_store import PartitionStore
-from tests.conftest import T0, model_config, write_hourly_sink
+from tests.conftest import T0, hour_dir, model_config, write_hourly_sink
 
 ALL_DRIFT = [{"type": t} for t in ("psi", "ks", "wasserstein", "mean_shift", "anderson_darling", "chi2",
                                     "jensen_shannon", "multivariate", "data_quality")]
@@ -91,7 +91,7 @@ def test_a_rewritten_or_added_file_makes_its_partition_be_read_again(tmp_path: P
     at = T0 + timedelta(hours=20)
     ev.evaluate(at=at)
     hour = T0 + timedelta(hours=16)
-    part = hourly / f"date={hour:%Y-%m-%d}" / f"hour={hour:%H}"
+    part = hour_dir(hourly, hour)
     table = pq.read_table(part / "part-0.parquet")
     pq.write_table(table.slice(0, 100), part / "part-0.parquet")  # rewritten: fewer rows
     pq.write_table(table.slice(0, 50), part / "part-1.parquet")  # and a late file in the same hour
@@ -109,7 +109,7 @@ def test_a_rewritten_or_added_file_makes_its_partition_be_read_again(tmp_path: P
 def test_a_partition_with_a_skipped_file_is_not_kept(tmp_path: Path, hourly: Path) -> None:
     ev = evaluator(tmp_path, hourly)
     hour = T0 + timedelta(hours=15)
-    (hourly / f"date={hour:%Y-%m-%d}" / f"hour={hour:%H}" / "part-9.parquet").write_bytes(b"not parquet")
+    (hour_dir(hourly, hour) / "part-9.parquet").write_bytes(b"not parquet")
     at = T0 + timedelta(hours=20)
 
     first = ev.evaluate(at=at)
@@ -139,7 +139,7 @@ def test_a_new_reference_invalidates_the_reused_partitions(tmp_path: Path, hourl
     ev.evaluate(at=at)
     # the reference window's data changes: a new file in one of its hours
     hour = T0 + timedelta(hours=3)
-    part = hourly / f"date={hour:%Y-%m-%d}" / f"hour={hour:%H}"
+    part = hour_dir(hourly, hour)
     pq.write_table(pq.read_table(part / "part-0.parquet").slice(0, 10), part / "part-1.parquet")
 
     again = ev.evaluate(at=at)
@@ -271,7 +271,7 @@ def test_a_stored_profile_of_changed_data_or_another_reference_is_not_used(tmp_p
     at = T0 + timedelta(hours=20)
     evaluator(tmp_path, hourly, store=stored(tmp_path)).evaluate(at=at)
     hour = T0 + timedelta(hours=16)
-    part = hourly / f"date={hour:%Y-%m-%d}" / f"hour={hour:%H}"
+    part = hour_dir(hourly, hour)
     pq.write_table(pq.read_table(part / "part-0.parquet").slice(0, 100), part / "part-0.parquet")
 
     run = evaluator(tmp_path, hourly, store=stored(tmp_path)).evaluate(at=at)
@@ -395,7 +395,7 @@ def test_a_late_run_with_an_older_reference_keeps_what_the_newer_run_kept(tmp_pa
     assert reading.wait(30)
     ev.predictions = plain  # type: ignore[method-assign]
     hour = T0 + timedelta(hours=3)  # a late file in a reference hour: a new reference key
-    part = hourly / f"date={hour:%Y-%m-%d}" / f"hour={hour:%H}"
+    part = hour_dir(hourly, hour)
     pq.write_table(pq.read_table(part / "part-0.parquet").slice(0, 10), part / "part-1.parquet")
     at = T0 + timedelta(hours=21)
     newer = ev.evaluate(at=at)
@@ -417,7 +417,7 @@ def test_partitions_without_a_readable_row_merge_in_order_and_are_reported(tmp_p
     # run equals a fresh evaluation, bad files are reported every run, and only clean partitions are kept
     def part(h: int) -> Path:
         t = T0 + timedelta(hours=h)
-        return hourly / f"date={t:%Y-%m-%d}" / f"hour={t:%H}"
+        return hour_dir(hourly, t)
 
     (part(14) / "part-0.parquet").write_bytes(b"not parquet")
     (part(19) / "part-0.parquet").write_bytes(b"not parquet")

@@ -20,7 +20,7 @@ from detectors.errors import SourceError, SourceTimeout
 from monitor.config import parse_config
 from monitor.evaluate import Evaluator
 from monitor.sources.parquet import ColumnKind, ParquetSink, _row_groups, coalesce, join_labels, label_lookup, partition_range
-from tests.conftest import T0, free_port, model_config, write_hourly_sink
+from tests.conftest import T0, free_port, hour_dir, model_config, write_hourly_sink
 
 COLS: dict[str, ColumnKind] = {"ts": "timestamp", "x0": "numeric", "x1": "numeric", "c": "categorical"}
 
@@ -34,7 +34,7 @@ def read_all(sink: ParquetSink, columns: dict[str, ColumnKind] = COLS, start: da
 
 
 def part_file(root: Path, t: datetime) -> Path:
-    return root / f"date={t:%Y-%m-%d}" / f"hour={t:%H}" / "part-0.parquet"
+    return hour_dir(root, t) / "part-0.parquet"
 
 
 def small_table(start: datetime, n: int, *, step: timedelta = timedelta(minutes=1), seed: int = 0,
