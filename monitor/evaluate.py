@@ -57,6 +57,7 @@ def cache_version() -> str:
         release = "unknown"
     return f"{PROFILE_VERSION}/{release}"
 
+
 #: partition profiles kept per model for the next run, the newest first: at most two days of hourly
 #: partitions and at most 64 MiB (each holds the grid counts of every column, about 16 KB per numeric
 #: column: 64 MiB is 48 partitions of a model with about 80 numeric features); the rest are read every run
