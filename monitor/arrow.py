@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["values_view", "valid_mask", "labels", "scalar"]
+__all__ = ["values_view", "valid_mask", "filled", "labels", "scalar"]
 
 
 def _dtype(typ: pa.DataType) -> np.dtype:
@@ -58,6 +58,20 @@ def valid_mask(arr: pa.Array) -> np.ndarray | None:
         return np.zeros(len(arr), bool)
     bits = np.unpackbits(np.frombuffer(bitmap, np.uint8), bitorder="little")
     return bits[arr.offset:arr.offset + len(arr)].astype(bool)
+
+
+def filled(arr: pa.Array, fill: float | int) -> np.ndarray:
+    """:func:`values_view` with the nulls replaced by ``fill`` (a copy only when there are nulls).
+
+    >>> filled(pa.array([1.0, None]), float("nan")).tolist()
+    [1.0, nan]
+    """
+    values = values_view(arr)
+    valid = valid_mask(arr)
+    if valid is not None:
+        values = values.copy()
+        values[~valid] = fill
+    return values
 
 
 def labels(arr: pa.Array) -> np.ndarray:

@@ -39,7 +39,7 @@ from .partition_store import PartitionStore
 from .profiles import Columns, WindowProfiler, reference_profile
 from .sources.parquet import ColumnKind, FileEntry, ParquetSink, coalesce, prefetch
 
-__all__ = ["Evaluator", "Evaluation", "PROFILE_VERSION", "cache_version", "limit_blas_threads"]
+__all__ = ["Evaluator", "Evaluation", "PROFILE_VERSION", "REFERENCE_FILE", "cache_version", "limit_blas_threads"]
 
 log = logging.getLogger("atalaia.evaluate")
 
@@ -56,6 +56,10 @@ def cache_version() -> str:
     except importlib.metadata.PackageNotFoundError:  # a checkout that is not installed
         release = "unknown"
     return f"{PROFILE_VERSION}/{release}"
+
+
+#: a cached reference profile: ``<model>-<the first 24 hex digits of its key>.pkl`` in ``STATE_DIR/references``
+REFERENCE_FILE = re.compile(r"(?P<model>.+)-[0-9a-f]{24}\.pkl")
 
 
 #: partition profiles kept per model for the next run, the newest first: at most two days of hourly
@@ -240,10 +244,9 @@ class Evaluator:
     def _drop_other_references(self, cache: Path) -> None:
         """Remove this model's other cached references: a rolling reference is rebuilt every
         ``reference_refresh``, and each build would otherwise stay in the state dir for good."""
-        mine = re.compile(re.escape(self.model.name) + r"-[0-9a-f]{24}\.pkl")
         with contextlib.suppress(OSError):
             for old in cache.parent.iterdir():
-                if old != cache and mine.fullmatch(old.name):
+                if old != cache and (m := REFERENCE_FILE.fullmatch(old.name)) and m["model"] == self.model.name:
                     with contextlib.suppress(OSError):
                         old.unlink()
 

@@ -25,7 +25,7 @@ from detectors.profile import (
     Profile,
 )
 
-from .arrow import labels, valid_mask, values_view
+from .arrow import filled, labels, values_view
 
 __all__ = ["Columns", "reference_profile", "WindowProfiler", "to_batch"]
 
@@ -73,12 +73,7 @@ def numeric_values(col: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, int]:
         col = col.dictionary_decode()
     if not pa.types.is_floating(col.type):  # integers beyond 2**53 round to the nearest float
         col = pc.cast(col, pa.float64(), safe=False)
-    values = values_view(col)
-    valid = valid_mask(col)
-    if valid is not None:
-        values = values.copy()
-        values[~valid] = np.nan
-    return values, col.null_count
+    return filled(col, np.nan), col.null_count
 
 
 def category_counts(col: pa.Array | pa.ChunkedArray) -> CategoricalCounts:
@@ -150,11 +145,7 @@ def to_batch(table: pa.Table | pa.RecordBatch, columns: Columns, fields: frozens
     if "timestamp" in fields and columns.timestamp and columns.timestamp in present:
         col = pc.cast(table.column(columns.timestamp), pa.timestamp("ns", tz="UTC"))
         col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
-        ts = values_view(col)
-        valid = valid_mask(col)
-        if valid is not None:  # a null time is NaT, as NumPy spells it
-            ts = ts.copy()
-            ts[~valid] = np.iinfo(np.int64).min
+        ts = filled(col, np.iinfo(np.int64).min)  # a null time is NaT, as NumPy spells it
     prediction = None
     if "model" in fields and columns.prediction and columns.prediction in present:
         col = table.column(columns.prediction)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import shutil
 import signal
 import threading
@@ -38,7 +37,7 @@ from detectors.errors import SourceError, SourceTimeout
 from detectors.registry import Registry
 
 from .config import Config, ModelConfig
-from .evaluate import Evaluation, Evaluator, cache_version
+from .evaluate import REFERENCE_FILE, Evaluation, Evaluator, cache_version
 from .exporter import FindingsCollector, LatestFindings, MetricsServer, Telemetry
 from .partition_store import PartitionStore
 from .state import RunRecord, StateStore
@@ -102,14 +101,13 @@ class Daemon:
         would otherwise stay in the state dir for good; they are caches, so they go."""
         state = self.config.state_path
         names = set(self.evaluators)
-        cached = re.compile(r"(.+)-[0-9a-f]{24}\.pkl")
         stale: list[Path] = []
         with contextlib.suppress(OSError):
             stale += [p for p in (state / "partitions").iterdir()
                       if p.name.startswith("model=") and p.name.removeprefix("model=") not in names]
         with contextlib.suppress(OSError):
             stale += [p for p in (state / "references").iterdir()
-                      if (m := cached.fullmatch(p.name)) and m.group(1) not in names]
+                      if (m := REFERENCE_FILE.fullmatch(p.name)) and m["model"] not in names]
         for path in stale:
             try:
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
