@@ -6,8 +6,11 @@ Writes a sink (a window of ``--rows`` predictions over 10 hourly partitions, 20 
 categorical features, score, predicted label; a 1M-row reference file), then, in one run and
 interleaved, measures in fresh subprocesses:
 
-* ``floor``: pyarrow alone reading exactly the columns a check reads, from the window's
-  partitions, as record batches, converting each numeric column to NumPy;
+* ``floor``: pyarrow alone reading exactly the columns a check reads from the window's files,
+  as record batches, each float column taken as a NumPy view of its Arrow buffer (as atalaia
+  takes it); two readers, ``pyarrow.dataset`` and ``ParquetFile.iter_batches`` file by file,
+  and the faster of the two (median) is the floor (``common.FLOOR``, shared with
+  ``bench_drift.py``);
 * ``check (cold)``: ``atalaia check`` with an empty state dir (builds the reference profile);
 * ``check (warm)``: ``atalaia check`` with the reference profile cached in the state dir.
 
@@ -28,23 +31,9 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import atalaia_config, measure, write_sink  # noqa: E402
+from common import FLOOR, FLOOR_READERS, atalaia_config, measure, write_sink  # noqa: E402
 
-FLOOR = r"""
-import sys, pyarrow.dataset as ds, pyarrow as pa, pyarrow.compute as pc
-from datetime import datetime
-root, start, end, cols = sys.argv[1], datetime.fromisoformat(sys.argv[2]), datetime.fromisoformat(sys.argv[3]), sys.argv[4].split(",")
-files = sorted(str(p) for p in __import__("pathlib").Path(root).rglob("*.parquet"))
-d = ds.dataset(files, format="parquet")
-flt = (ds.field("ts") >= pa.scalar(start, type=pa.timestamp("us", tz="UTC"))) & (ds.field("ts") < pa.scalar(end, type=pa.timestamp("us", tz="UTC")))
-n = 0
-for b in d.to_batches(columns=cols, filter=flt, batch_size=262144):
-    for c in b.columns:
-        if pa.types.is_floating(c.type):
-            c.to_numpy(zero_copy_only=False)
-    n += b.num_rows
-print(n)
-"""
+BATCH_SIZE = 262_144
 
 
 def main() -> None:
@@ -60,23 +49,31 @@ def main() -> None:
     cfg_path = args.dir / "atalaia.yaml"
     cfg_path.write_text(yaml.safe_dump(atalaia_config(sink, state, ["psi", "ks"])))
     at = sink.window_end.isoformat()
-    floor_cmd = [sys.executable, "-c", FLOOR, str(sink.predictions), sink.window_start.isoformat(),
-                 sink.window_end.isoformat(), ",".join(cols)]
+    # every partition lies wholly inside the window: atalaia reads them without a row filter, and so does the floor
+    files = sorted(str(p) for p in sink.predictions.rglob("*.parquet"))
+    floor_cmd = {how: [sys.executable, "-c", FLOOR, ",".join(files), ",".join(cols), str(BATCH_SIZE), how]
+                 for how in FLOOR_READERS}
     check_cmd = [sys.executable, "-m", "monitor.cli", "check", "--config", str(cfg_path), "--at", at,
                  "--format", "json"]
 
-    results: dict[str, list] = {"floor": [], "check (cold)": [], "check (warm)": []}
+    by_reader: dict[str, list] = {how: [] for how in FLOOR_READERS}
+    results: dict[str, list] = {"check (cold)": [], "check (warm)": []}
     for _ in range(args.repeat):
-        results["floor"].append(measure(floor_cmd))
+        for how, cmd in floor_cmd.items():
+            by_reader[how].append(measure(cmd, ok_codes=(0,)))
         shutil.rmtree(state, ignore_errors=True)
         results["check (cold)"].append(measure(check_cmd))
         results["check (warm)"].append(measure(check_cmd))
+    fastest = min(FLOOR_READERS, key=lambda how: statistics.median(m.seconds for m in by_reader[how]))
+    results = {"floor": by_reader[fastest], **results}
     rows_read = int(results["floor"][0].stdout.strip())
     n_findings = len(results["check (warm)"][0].stdout.splitlines())
 
     med = {k: (statistics.median(m.seconds for m in v), statistics.median(m.peak_mb for m in v))
            for k, v in results.items()}
     f_s, f_mb = med["floor"]
+    print(f"floor reader: {fastest} (" + ", ".join(
+        f"{how} {statistics.median(m.seconds for m in ms):.2f} s" for how, ms in by_reader.items()) + ")")
     print(f"window: {rows_read:,} rows x {len(sink.numeric)} numeric + {len(sink.categorical)} categorical "
           f"features (+ score, predicted label); psi + ks; {n_findings} findings; median of {args.repeat}")
     print(f"{'':16}{'seconds':>10}{'peak MB':>10}{'time / floor':>14}{'memory / floor':>16}")
@@ -85,6 +82,8 @@ def main() -> None:
     out = {k: {"seconds": s, "peak_mb": mb, "time_ratio": s / f_s, "memory_ratio": mb / f_mb,
                "runs": [[m.seconds, m.peak_mb] for m in results[k]]} for k, (s, mb) in med.items()}
     out["rows"] = rows_read
+    out["floor_reader"] = fastest
+    out["floor_by_reader"] = {how: [[m.seconds, m.peak_mb] for m in ms] for how, ms in by_reader.items()}
     (args.dir / "results.json").write_text(json.dumps(out, indent=2))
 
 

@@ -63,7 +63,7 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(REPO))
-from common import Measured, Sink, atalaia_config, feature_names, measure, write_sink  # noqa: E402
+from common import FLOOR, FLOOR_READERS, READ, Measured, Sink, atalaia_config, feature_names, measure, write_sink  # noqa: E402,I001
 
 SHIFTED = 5
 SHIFT_SD = 0.25
@@ -78,36 +78,6 @@ PEERS: dict[str, dict[str, Any]] = {
 # the peers phone home (segment.io / Evidently's collector): switch it off so no network wait is timed
 PEER_ENV = {"DO_NOT_TRACK": "1", "NML_DISABLE_USAGE_LOGGING": "1"}
 
-# the read floor: the columns of the window's files as record batches, float columns to NumPy, either through
-# pyarrow.dataset (files read ahead in parallel; importing it imports pandas) or file by file with pyarrow.parquet
-# (no pandas: the float values are taken from the Arrow buffer, as atalaia takes them, since Array.to_numpy
-# imports pandas on first use, 0.4 s that a floor must not pay)
-READ = r"""
-def read(files, cols, batch_size, how):
-    import numpy as np
-    import pyarrow as pa
-    if how == "dataset":
-        import pyarrow.dataset as ds
-        batches = ds.dataset(files, format="parquet").to_batches(columns=cols, batch_size=batch_size)
-    else:
-        import pyarrow.parquet as pq
-        batches = (b for f in files for b in pq.ParquetFile(f).iter_batches(columns=cols, batch_size=batch_size))
-    n = 0
-    for b in batches:
-        for c in b.columns:
-            if pa.types.is_floating(c.type):
-                width = c.type.bit_width // 8
-                np.frombuffer(c.buffers()[1], dtype=f"f{width}", count=len(c), offset=c.offset * width)
-        n += b.num_rows
-    return n
-"""
-
-# the floor in a fresh process: imports pyarrow only
-FLOOR = READ + r"""
-import sys
-print(read(sys.argv[1].split(","), sys.argv[2].split(","), int(sys.argv[3]), sys.argv[4]))
-"""
-FLOOR_READERS = ("dataset", "file")
 
 # in-process: evaluations (reference warm) and reads of the same columns, interleaved for ROUNDS rounds
 # after a first evaluation and a first read of each kind (page cache, imports); the minimum of each
