@@ -15,7 +15,7 @@ import numpy as np
 
 from .base import Context, Detector, Finding, Param, number, one_of, optional, str_list
 from .decision import adjust_p_values, classify
-from .profile import NumericCounts, NumericReference, Profile
+from .profile import CategoricalReference, NumericCounts, NumericReference, Profile
 
 __all__ = ["Stat", "ColumnDrift", "drift_params", "iso", "join_notes"]
 
@@ -58,11 +58,12 @@ def join_notes(*notes: str | None) -> str | None:
 
 
 def _n_of(summary: Any) -> int:
-    if isinstance(summary, NumericReference):
+    """Values a reference summary or current counts hold (an empty or all-null reference holds 0)."""
+    if isinstance(summary, NumericReference | CategoricalReference):
         return summary.n
     if isinstance(summary, NumericCounts):
         return summary.n_finite
-    return int(getattr(summary, "n", 0) or sum(getattr(summary, "counts", {}).values()))
+    return sum(summary.counts.values())
 
 
 class ColumnDrift(Detector):

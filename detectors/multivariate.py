@@ -210,8 +210,13 @@ class Multivariate(Detector):
 
     def score(self, summary: Profile, current: Profile, *, context: Context) -> list[Finding]:
         model: PCAModel | None = summary.extras.get(self.key)
-        if model is None:
-            return []
+        if model is None:  # configured but unable to run: said, not left out
+            return [Finding(model=context.model, detector=self.name, kind=self.kind, target=TARGET,
+                            statistic=self.statistic_name, value=None, threshold=self.warn, p_value=None,
+                            status="insufficient_data", n_reference=0, n_current=current.n_rows,
+                            window_start=iso(context.window_start), window_end=iso(context.window_end),
+                            note="no reference model: fewer than two features with finite, non-constant "
+                                 "values in the reference")]
         counts: NumericCounts = current.extras.get(self.key) or NumericCounts.empty(model.errors)
         n_ref, n_cur = model.errors.n, counts.n_finite
         notes = [f"{len(model.features)} features, {model.n_components} components "

@@ -98,7 +98,12 @@ class NumericReference:
     last one is just above the reference maximum so the top bin is closed.
     ``counts`` is the reference histogram on the grid, laid out as
     :attr:`NumericCounts.counts`.  ``psi_cuts`` are indices into the counts
-    where the ``PSI_QUANTILE_BINS`` reference-quantile bins start.
+    where the ``PSI_QUANTILE_BINS`` reference-quantile bins start: each a tenth
+    of the reference, or one value that holds more (fewer bins then).
+
+    >>> flag = NumericReference.from_values(np.repeat([0.0, 1.0], [700, 300]))
+    >>> np.add.reduceat(flag.counts, flag.psi_cuts).tolist()   # not one bin of 1000: the 0s, the 1s
+    [700, 300]
     """
 
     edges: np.ndarray
@@ -149,9 +154,15 @@ class NumericReference:
         edges = edges[(edges >= lo) & (edges <= top)]
         edges = edges[edges != hi] if edges.size > 2 else edges  # hi is inside the closed top bin
         counts = _cut(finite, edges)
-        # a bin boundary for each distinct PSI quantile cut point; counts index = edge index + 1
-        cut_edges = np.unique(psi_q[(psi_q > lo) & (psi_q < top)])
-        psi_cuts = np.concatenate([[0], np.searchsorted(edges, cut_edges) + 1])
+        # the PSI bins start after the first grid bin where the reference reaches each k/psi_bins share:
+        # at the deciles of a continuous column (they are grid edges), and a value holding more than a
+        # share (a flag, a zero-inflated or small-integer column) is a bin of its own instead of being
+        # merged with its neighbours; a bin the reference leaves empty is not cut
+        cum = np.cumsum(counts)
+        after = np.searchsorted(cum, np.arange(1, psi_bins) * (finite.size / psi_bins), side="left") + 1
+        psi_cuts = np.concatenate([[0], np.unique(after[cum[after - 1] < finite.size])])
+        if psi_cuts.size == 1:  # one value (a constant): below and above it are bins, or PSI could never move
+            psi_cuts = np.array([0, 1, counts.size - 1])
         return cls(edges=edges, counts=counts, psi_cuts=psi_cuts.astype(np.intp), n=int(finite.size),
                    n_missing=n_missing, mean=float(finite.mean()), std=float(finite.std(ddof=1)) if finite.size > 1 else 0.0,
                    minimum=lo, maximum=hi, n_inf=n_inf)

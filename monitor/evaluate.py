@@ -19,6 +19,7 @@ import pickle
 import re
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from typing import Any
 import pyarrow as pa
 
 from detectors.base import Context, Detector, Finding
-from detectors.errors import SourceError
+from detectors.errors import SourceError, SourceTimeout
 from detectors.profile import Profile
 from detectors.registry import Registry
 
@@ -43,8 +44,9 @@ __all__ = ["Evaluator", "Evaluation", "PROFILE_VERSION", "REFERENCE_FILE", "cach
 
 log = logging.getLogger("atalaia.evaluate")
 
-#: bump when the profile layout changes, so cached references are rebuilt
-PROFILE_VERSION = 1
+#: bump when the profile layout or its meaning changes, so cached references are rebuilt
+#: (2: PSI bins of a value holding more than a tenth of the reference)
+PROFILE_VERSION = 2
 
 
 @functools.cache
@@ -116,6 +118,8 @@ class _Reference:
     key: str
     profile: Profile
     summaries: list[Any]
+    #: files skipped while building it: such a reference is used for its run only, never cached
+    errors: list[SourceError] = field(default_factory=list)
 
 
 class Evaluator:
@@ -220,10 +224,18 @@ class Evaluator:
         columns = {n: k for n, k in self.window_columns().items() if not (k == "timestamp" and start is None)}
         if start is not None:
             columns[self.columns.timestamp] = "timestamp"  # type: ignore[index]
-        table = sink.read_table(columns=columns, start=start, end=end)
-        for err in sink.errors:
-            log.error("reference for model %s: %s", self.model.name, err)
-        profile = reference_profile(table, columns=self.columns, detectors=self.detectors)
+        # batch by batch: files may differ in column types (int and float, dictionary or not, timestamp units)
+        batches = list(sink.batches(columns=columns, start=start, end=end))
+        profile = reference_profile(batches, columns=self.columns, detectors=self.detectors)
+        del batches
+        if sink.errors:
+            # a reference short of a file (a transient object-store error) is used for this run and built again
+            # on the next: cached, or kept under the key of the complete files, it would stand for good
+            for err in sink.errors:
+                log.error("reference for model %s: skipped %s", self.model.name, err)
+            self._reference = _Reference(f"{key}-partial-{uuid.uuid4().hex}", profile,
+                                         [d.summarise(profile) for d in self.detectors], list(sink.errors))
+            return self._reference, False
         tmp = cache.with_suffix(".tmp")
         try:
             cache.parent.mkdir(parents=True, exist_ok=True)
@@ -238,7 +250,7 @@ class Evaluator:
             self._drop_other_references(cache)
         self._reference = _Reference(key, profile, [d.summarise(profile) for d in self.detectors])
         log.info("built reference profile for model %s from %d rows (%d files)", self.model.name,
-                 table.num_rows, len(files))
+                 profile.n_rows, len(files))
         return self._reference, False
 
     def _drop_other_references(self, cache: Path) -> None:
@@ -250,7 +262,15 @@ class Evaluator:
                     with contextlib.suppress(OSError):
                         old.unlink()
 
-    def _reference_key(self, files: Sequence[Any], start: datetime | None, end: datetime | None) -> str:
+    def _reference_key(self, files: Sequence[FileEntry], start: datetime | None, end: datetime | None) -> str:
+        """What a reference build depends on.  Of a time range's files only those that later writes leave
+        alone count: a partition that ends by the range's end, or a file without partition keys last written
+        before it.  A partition holding the range's end (today's, in a sink partitioned by day) and files
+        written since take new files all the time; they are read when the reference is built, and a
+        rolling reference takes their later rows when its range moves on (``reference_refresh``)."""
+        if end is not None:
+            end_ns = int(end.timestamp()) * 10**9 + end.microsecond * 1000
+            files = [f for f in files if (f.span[1] <= end if f.span is not None else f.mtime_ns <= end_ns)]
         doc = {
             "version": cache_version(),
             "reference": self.model.reference.model_dump(mode="json"),
@@ -321,19 +341,23 @@ class Evaluator:
                 profile = profile.merge(complete.pop(merged))
                 merged += 1
 
-        for i, batch in prefetch(read()):
-            count_until(i)
-            profiler.add(batch)  # type: ignore[union-attr]
-        count_until(len(todo))
+        try:
+            for i, batch in prefetch(read()):
+                count_until(i)
+                profiler.add(batch)  # type: ignore[union-attr]
+            count_until(len(todo))
+        except SourceTimeout:
+            # the partitions finished before the deadline are kept: the next run goes on from them, so a
+            # window that takes longer than the timeout to read cold is read over several runs
+            if reuse:
+                self._keep(fresh, ref.key, start)
+            raise
         errors = [e for g in todo for e in g.errors]
         if reuse:
-            with self._partitions_lock:
-                latest = self._reference.key if self._reference is not None else ref.key
-                self._partitions = self._kept(self._partitions, fresh, reference_key=latest, start=start)
-                if self._store is not None:
-                    self._store.sync(self._partitions)
+            self._keep(fresh, ref.key, start)
         for err in errors:
             log.error("model %s: skipped %s", self.model.name, err)
+        errors = [*ref.errors, *errors]  # the reference's were logged as it was built
         ctx = Context(model=self.model.name, window_start=start, window_end=end)
         findings: list[Finding] = []
         for det, summary in zip(self.detectors, ref.summaries, strict=True):
@@ -342,6 +366,13 @@ class Evaluator:
                           rows=profile.n_rows, reference_rows=ref.profile.n_rows, errors=errors,
                           duration_seconds=self.monotonic() - t0, reference_cached=cached,
                           partitions_reused=len(known))
+
+    def _keep(self, fresh: dict[tuple[Any, ...], Profile], reference_key: str, start: datetime) -> None:
+        with self._partitions_lock:
+            latest = self._reference.key if self._reference is not None else reference_key
+            self._partitions = self._kept(self._partitions, fresh, reference_key=latest, start=start)
+            if self._store is not None:
+                self._store.sync(self._partitions)
 
     @staticmethod
     def _kept(kept: dict[tuple[Any, ...], Profile], new: dict[tuple[Any, ...], Profile], *, reference_key: str,

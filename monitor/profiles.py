@@ -27,7 +27,7 @@ from detectors.profile import (
 
 from .arrow import filled, labels, values_view
 
-__all__ = ["Columns", "reference_profile", "WindowProfiler", "to_batch"]
+__all__ = ["Columns", "reference_profile", "WindowProfiler", "concat_batches", "to_batch"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -89,8 +89,12 @@ def category_counts(col: pa.Array | pa.ChunkedArray) -> CategoricalCounts:
         values = values_view(pc.drop_null(col) if n_null else col)
         if values.size:
             lo, hi = int(values.min()), int(values.max())
-            if hi - lo < 65536:  # offsets in the platform integer: int8 -100..100 would wrap in int8
-                counts = np.bincount(np.subtract(values, lo, dtype=np.intp), minlength=hi - lo + 1)
+            if hi - lo < 65536:
+                # offsets in the platform integer (int8 -100..100 would wrap in int8); unsigned values
+                # beyond it (hashed ids >= 2**63) are offset in their own type, where they cannot wrap
+                offsets = np.subtract(values, lo, dtype=np.intp) if values.dtype.kind == "i" \
+                    else (values - values.dtype.type(lo)).astype(np.intp)
+                counts = np.bincount(offsets, minlength=hi - lo + 1)
                 return _from_bincount(range(lo, hi + 1), counts, n_null)
     vc = pc.value_counts(col)
     values = vc.field("values").to_pylist()
@@ -159,22 +163,61 @@ def to_batch(table: pa.Table | pa.RecordBatch, columns: Columns, fields: frozens
         timestamp=ts, score=num(columns.score), prediction=prediction, label=num(columns.label))
 
 
-def reference_profile(table: pa.Table, *, columns: Columns, detectors: Sequence[Detector] = ()) -> Profile:
-    """Summarise a reference table once: grids for numeric columns, categories for the rest."""
+def reference_profile(data: pa.Table | Sequence[pa.RecordBatch], *, columns: Columns,
+                      detectors: Sequence[Detector] = ()) -> Profile:
+    """Summarise a (bounded) reference once: grids for numeric columns, categories for the rest.
+
+    ``data``: a table, or record batches that may differ in column types from file to file
+    (integers and floats, dictionary-encoded or plain strings, timestamp units): each batch is
+    converted on its own, as the window's are, before the values are joined.  Without any batch
+    every column is present and empty, and the detectors say ``insufficient_data``.
+    """
+    batches = data.to_batches() if isinstance(data, pa.Table) else list(data)
+
+    def present(name: str) -> list[pa.RecordBatch]:
+        return [b for b in batches if b.schema.get_field_index(name) >= 0]
+
     numeric = {}
     for name in columns.numeric_targets:
-        if name in table.column_names:
-            values, n_null = numeric_values(table.column(name))
-            numeric[name] = NumericReference.from_values(values, n_null=n_null)
-    categorical = {name: CategoricalReference.from_counts(category_counts(table.column(name)))
-                   for name in columns.categorical_targets if name in table.column_names}
+        parts = [numeric_values(b.column(name)) for b in present(name)]
+        if parts or not batches:
+            values = np.concatenate([v for v, _ in parts]) if parts else np.empty(0)
+            numeric[name] = NumericReference.from_values(values, n_null=sum(n for _, n in parts))
+    categorical = {}
+    for name in columns.categorical_targets:
+        counts = CategoricalCounts()
+        for b in present(name):
+            counts = counts.merge(category_counts(b.column(name)))
+        if present(name) or not batches:
+            categorical[name] = CategoricalReference.from_counts(counts)
     extras = {}
     hooked = [d for d in detectors if d.uses_batches]
     if hooked:
-        batch = to_batch(table, columns, frozenset().union(*(d.batch_fields for d in hooked)))
+        fields = frozenset().union(*(d.batch_fields for d in hooked))
+        batch = concat_batches([to_batch(b, columns, fields) for b in batches])
         extras = {d.key: d.reference_extra(batch) for d in hooked}
-    return Profile(n_rows=table.num_rows, numeric=numeric, categorical=categorical, roles=columns.roles(),
-                   extras=extras)
+    return Profile(n_rows=sum(b.num_rows for b in batches), numeric=numeric, categorical=categorical,
+                   roles=columns.roles(), extras=extras)
+
+
+def concat_batches(parts: Sequence[Batch]) -> Batch:
+    """One :class:`Batch` of the rows of ``parts`` in order (a column missing from a part is left out)."""
+    if len(parts) == 1:
+        return parts[0]
+
+    def join(arrays: list[np.ndarray | None]) -> np.ndarray | None:
+        return np.concatenate(arrays) if all(a is not None for a in arrays) else None  # type: ignore[arg-type]
+
+    def columns(get: str) -> dict[str, np.ndarray]:
+        names = [n for n in dict.fromkeys(n for p in parts for n in getattr(p, get))
+                 if all(n in getattr(p, get) for p in parts)]
+        return {n: np.concatenate([getattr(p, get)[n] for p in parts]) for n in names}
+
+    return Batch(n_rows=sum(p.n_rows for p in parts), numeric=columns("numeric"),
+                 categorical=columns("categorical"), sensitive=columns("sensitive"),
+                 timestamp=np.concatenate([p.timestamp for p in parts]) if parts else np.zeros(0, np.int64),
+                 score=join([p.score for p in parts]), prediction=join([p.prediction for p in parts]),
+                 label=join([p.label for p in parts]))
 
 
 class WindowProfiler:

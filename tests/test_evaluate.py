@@ -4,20 +4,24 @@ findings as a fresh evaluation whatever was reused."""
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from detectors.base import Detector, Finding, Kind
+from detectors.errors import SourceTimeout
 from detectors.registry import Registry
 from monitor.config import parse_config
 from monitor.evaluate import Evaluation, Evaluator, cache_version
 from monitor.partition_store import PartitionStore
+from monitor.sources.parquet import ParquetSink
 from tests.conftest import T0, hour_dir, model_config, write_hourly_sink
 
 ALL_DRIFT = [{"type": t} for t in ("psi", "ks", "wasserstein", "mean_shift", "anderson_darling", "chi2",
@@ -466,3 +470,122 @@ def test_a_rolling_reference_leaves_one_cached_build_per_model(tmp_path: Path, h
         builds.append(sorted(p.name for p in references.iterdir() if p.name not in others))
     assert [len(b) for b in builds] == [1, 1, 1] and len({b[0] for b in builds}) == 3
     assert others <= {p.name for p in references.iterdir()}
+
+
+def test_reference_files_that_differ_in_column_types_give_the_same_reference(tmp_path: Path, hourly: Path) -> None:
+    # writers change: a dictionary-encoded or large_string category, timestamps in ms, a column written
+    # non-nullable, integers where floats were: one reference, equal to the one of uniformly typed files
+    def rewrite(root: Path, h: int, change: Any) -> None:
+        f = hour_dir(root, T0 + timedelta(hours=h)) / "part-0.parquet"
+        pq.write_table(change(pq.read_table(f)), f)
+
+    def integral(t: pa.Table) -> pa.Table:
+        return t.set_column(t.schema.get_field_index("x0"), "x0", pa.array(np.round(t["x0"].to_numpy())))
+
+    variants = {
+        1: lambda t: t.set_column(t.schema.get_field_index("c"), "c", t["c"].dictionary_encode()),
+        2: lambda t: t.set_column(t.schema.get_field_index("c"), "c", t["c"].cast(pa.large_string())),
+        3: lambda t: t.set_column(t.schema.get_field_index("ts"), "ts",
+                                  t["ts"].cast(pa.timestamp("ms", tz="UTC"), safe=False)),
+        4: lambda t: t.cast(pa.schema([f.with_nullable(f.name != "x2") for f in t.schema])),
+        5: lambda t: t.set_column(t.schema.get_field_index("x0"), "x0", integral(t)["x0"].cast(pa.int64())),
+    }
+    uniform = tmp_path / "uniform"
+    shutil.copytree(hourly, uniform)
+    for root in (hourly, uniform):
+        rewrite(root, 5, integral)
+        rewrite(root, 3, lambda t: t.set_column(t.schema.get_field_index("ts"), "ts", pa.array(
+            [v.replace(microsecond=v.microsecond // 1000 * 1000) for v in t["ts"].to_pylist()], t["ts"].type)))
+    for h, change in variants.items():
+        rewrite(hourly, h, change)
+    assert len({pq.read_schema(p) for p in hourly.rglob("*.parquet")}) > 1
+
+    at = T0 + timedelta(hours=20)
+    mixed, same = evaluator(tmp_path, hourly).evaluate(at=at), evaluator(tmp_path / "u", uniform).evaluate(at=at)
+    assert mixed.errors == [] and mixed.reference_rows == same.reference_rows == 12 * 400
+    assert results(mixed) == results(same)
+
+
+def test_a_reference_short_of_a_file_is_reported_and_built_again_next_run(tmp_path: Path, hourly: Path) -> None:
+    # a file of the reference range fails once (an object store's transient error) and reads again unchanged,
+    # same size and mtime: the short reference must not be cached under the complete files' key
+    f = hour_dir(hourly, T0 + timedelta(hours=4)) / "part-0.parquet"
+    good, st = f.read_bytes(), f.stat()
+    f.write_bytes(b"x" * len(good))
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    ev = evaluator(tmp_path, hourly)
+    at = T0 + timedelta(hours=20)
+
+    short = ev.evaluate(at=at)
+    assert [e.path for e in short.errors] == [str(f)] and short.outcome == "partial"
+    assert short.reference_rows == 11 * 400 and not short.reference_cached
+    assert not list((tmp_path / "state" / "references").glob("*.pkl"))
+
+    f.write_bytes(good)
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    whole = ev.evaluate(at=at)
+    assert whole.errors == [] and whole.reference_rows == 12 * 400 and not whole.reference_cached
+    assert whole.partitions_reused == 0  # those counted on the short reference's grids are not reused
+    again = evaluator(tmp_path, hourly).evaluate(at=at)  # a restart: from the cache
+    assert again.reference_cached and again.reference_rows == 12 * 400
+    assert results(again) == results(whole)
+
+
+def test_a_rolling_reference_is_not_rebuilt_for_new_files_of_the_partition_holding_its_end(tmp_path: Path) -> None:
+    # a sink partitioned by day, a writer adding a file every few minutes: the reference is built again
+    # when its range moves (reference_refresh), or when a partition wholly inside it changes
+    root = tmp_path / "daily"
+
+    def add(t: datetime, n: int = 200) -> Path:
+        part = root / f"date={t:%Y-%m-%d}"
+        part.mkdir(parents=True, exist_ok=True)
+        f = part / f"part-{t:%H%M}.parquet"
+        write_hourly_sink(tmp_path / "one", start=t, hours=1, rows_per_hour=n, seed=t.hour)
+        (hour_dir(tmp_path / "one", t) / "part-0.parquet").rename(f)
+        return f
+
+    for h in range(40):
+        add(T0 + timedelta(hours=h))
+    cfg = parse_config({"state_dir": str(tmp_path / "state"), "models": [model_config(
+        pred_path=str(root), window="1h", reference={"rolling": "24h"}, reference_refresh="1h")]})
+    ev = Evaluator(config=cfg, model=cfg.models[0])
+    at = T0 + timedelta(hours=40, minutes=5)
+    assert not ev.evaluate(at=at).reference_cached
+    add(T0 + timedelta(hours=40, minutes=2))  # today's partition, which holds the range's end
+    assert ev.evaluate(at=at + timedelta(minutes=5)).reference_cached
+    restarted = Evaluator(config=cfg, model=cfg.models[0])
+    assert restarted.evaluate(at=at + timedelta(minutes=5)).reference_cached
+    add(T0 + timedelta(hours=1, minutes=30))  # late rows in yesterday's partition, wholly inside the range
+    assert not restarted.evaluate(at=at + timedelta(minutes=10)).reference_cached
+    assert not restarted.evaluate(at=at + timedelta(hours=1)).reference_cached  # the range moved
+    assert restarted.evaluate(at=at + timedelta(hours=1, minutes=5)).reference_cached
+
+
+def test_partitions_counted_before_a_timeout_are_kept_for_the_next_run(tmp_path: Path, hourly: Path) -> None:
+    # a cold window that takes longer than the timeout to read is read over several runs, not never
+    class Slow(Evaluator):
+        ticks = 0.0
+
+        def clock(self) -> float:
+            Slow.ticks += 1.0  # each deadline check (one per batch and file) a second later
+            return Slow.ticks
+
+        def predictions(self) -> ParquetSink:
+            sink = super().predictions()
+            sink.clock = self.clock
+            return sink
+
+    cfg = evaluator(tmp_path, hourly).config
+    ev = Slow(config=cfg, model=cfg.models[0])
+    ev.evaluate(at=T0 + timedelta(hours=20))  # builds the reference, counts nothing it keeps for this test
+    ev._partitions.clear()
+    at = T0 + timedelta(hours=20)
+    kept = []
+    for _ in range(6):
+        try:
+            done = ev.evaluate(at=at, deadline=Slow.ticks + 4.5)
+            break
+        except SourceTimeout:
+            kept.append(len(ev._partitions))
+    assert kept and kept == sorted(kept) and kept[-1] > 0 and len(kept) < 6
+    assert results(done) == results(evaluator(tmp_path, hourly, reuse=False).evaluate(at=at))

@@ -41,8 +41,13 @@ def _oracle(arr: pa.Array) -> tuple[dict[str, int], int]:
     pa.array([-30000, 30000, 0], type=pa.int16()),
     pa.array([5, 6, 7, 5, None, 9], type=pa.int64()).slice(1, 4),
     pa.array(["q", "r", "q", None, "s"]).dictionary_encode().slice(1, 3),
+    pa.array([2**63 + 11, 2**63 + 12, None, 2**63 + 11], type=pa.uint64()),  # hashed ids beyond int64
+    pa.array([2**64 - 1, 2**64 - 3, 0], type=pa.uint64()),  # wide range: hash path
+    pa.array([250, 3, 250, None], type=pa.uint8()),
+    pa.nulls(3),  # Arrow type null: pandas' all-None column
 ], ids=["string", "dict", "dict-int8-null", "dict-repeat", "int-neg-null", "int8", "int-wide", "bool", "empty",
-        "all-null", "dict-null-value", "int8-wide", "int16-wide", "int-sliced", "dict-sliced"])
+        "all-null", "dict-null-value", "int8-wide", "int16-wide", "int-sliced", "dict-sliced", "uint64-high",
+        "uint64-wide", "uint8", "null-type"])
 def test_category_counts_equal_arrow_value_counts(arr: pa.Array) -> None:
     counts = category_counts(arr)
     expected, nulls = _oracle(arr)

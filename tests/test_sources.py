@@ -401,6 +401,63 @@ def test_a_source_past_its_deadline_times_out(sink: Path) -> None:
                                                 deadline=1001.0)) == 2000
 
 
+@pytest.mark.parametrize("at_edge", [False, True])
+def test_rows_without_a_timestamp_are_left_out_and_said_wherever_the_window_ends(
+        tmp_path: Path, at_edge: bool, caplog: pytest.LogCaptureFixture) -> None:
+    # a partition wholly inside the window is read without a row filter, one at its edge with one:
+    # either way a row whose timestamp is null belongs to no window, and the file is named
+    t = T0 + timedelta(hours=1)
+    table = small_table(t, 50)
+    ts = pa.array([None if i % 5 == 0 else v for i, v in enumerate(table["ts"].to_pylist())], table["ts"].type)
+    f = part_file(tmp_path, t)
+    f.parent.mkdir(parents=True)
+    pq.write_table(table.set_column(1, "ts", ts), f)
+    end = t + timedelta(hours=1) + (timedelta(milliseconds=1) if at_edge else timedelta(0))
+    src = ParquetSink.open(str(tmp_path), timestamp="ts")
+    with caplog.at_level("WARNING", logger="atalaia.sources"):
+        got = read_all(src, start=T0, end=end)
+    assert got.num_rows == 40 and got.column("ts").null_count == 0 and src.errors == []
+    assert [r.getMessage() for r in caplog.records] == [f"{f}: left out 10 rows whose ts is null"]
+
+
+def test_an_all_null_column_of_arrow_type_null_is_read_as_missing_values(tmp_path: Path) -> None:
+    # pandas writes an all-None object column as Arrow type null: the hour's other columns must not be lost
+    write_small_hourly(tmp_path, 2)
+    f = part_file(tmp_path, T0)
+    table = pq.read_table(f)
+    pq.write_table(table.set_column(2, "x0", pa.nulls(table.num_rows)).set_column(
+        4, "c", pa.nulls(table.num_rows)), f)
+    assert pq.read_schema(f).field("x0").type == pa.null()
+    src = ParquetSink.open(str(tmp_path), timestamp="ts")
+    got = list(src.batches(columns=COLS, start=T0, end=T0 + timedelta(hours=2)))
+    assert src.errors == [] and sum(b.num_rows for b in got) == 20
+    assert [(b.column("x0").null_count, b.column("c").null_count) for b in got] == [(10, 10), (0, 0)]
+
+
+def test_the_read_ahead_thread_ends_when_its_consumer_fails(tmp_path: Path) -> None:
+    import threading
+    import time
+
+    from monitor.sources.parquet import prefetch
+
+    def reader() -> Iterator[pa.RecordBatch]:  # the second batch fills the queue: the end waits behind it
+        for i in range(2):
+            yield pa.record_batch({"x": [float(i)]})
+
+    before = {t for t in threading.enumerate() if t.name == "atalaia-read"}
+    for _ in range(3):
+        it = prefetch(reader(), depth=1)
+        with pytest.raises(ValueError):
+            for _ in it:
+                time.sleep(0.05)  # the reader fills the queue and waits to hand over the end
+                raise ValueError("counting failed")
+        it.close()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and {t for t in threading.enumerate() if t.name == "atalaia-read"} - before:
+        time.sleep(0.05)
+    assert not {t for t in threading.enumerate() if t.name == "atalaia-read" and t.is_alive()} - before
+
+
 # --------------------------------------------------------------------------- the label join
 
 

@@ -20,6 +20,7 @@ and spare the filter for those wholly inside it.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -35,6 +36,8 @@ import pyarrow.parquet as pq
 from detectors.errors import SourceError, SourceTimeout
 
 from ..arrow import scalar
+
+log = logging.getLogger("atalaia.sources")
 
 __all__ = ["ColumnKind", "FileEntry", "ParquetSink", "coalesce", "join_labels", "label_lookup", "make_filesystem", "partition_range", "prefetch"]
 
@@ -210,12 +213,18 @@ class ParquetSink:
         else:
             whole, partly = _row_groups(pf, self.timestamp, start, end)
             plan = [(whole, False), (partly, True)]
+        windowed = bool(self.timestamp) and (start is not None or end is not None)
+        undated = 0  # rows without a timestamp belong to no window: left out, and said
         try:
             for groups, needs_filter in plan:
                 if not groups:
                     continue
                 for batch in pf.iter_batches(batch_size=batch_size, row_groups=groups, columns=names,
                                              use_threads=True):
+                    if windowed and (nulls := batch.column(self.timestamp).null_count):
+                        undated += nulls
+                        if not needs_filter:
+                            batch = batch.filter(pc.is_valid(batch.column(self.timestamp)))
                     if needs_filter:
                         batch = batch.filter(self._mask(batch, start, end))
                     if batch.num_rows:
@@ -226,6 +235,8 @@ class ParquetSink:
                 raise
             self.errors.append(SourceError(f"failed while reading: {_short(exc)}", path=entry.path,
                                            reason="corrupt"))
+        if undated:
+            log.warning("%s: left out %d rows whose %s is null", entry.path, undated, self.timestamp)
 
     def read_table(self, *, columns: Mapping[str, ColumnKind], start: datetime | None = None,
                    end: datetime | None = None, deadline: float | None = None) -> pa.Table:
@@ -311,6 +322,8 @@ def _schema_problem(schema: pa.Schema, columns: Mapping[str, ColumnKind], path: 
         typ = schema.field(idx).type
         if pa.types.is_dictionary(typ):
             typ = typ.value_type
+        if pa.types.is_null(typ) and kind in ("numeric", "categorical"):
+            continue  # every value missing (pandas writes an all-None column so): counted as missing
         ok = {
             "timestamp": pa.types.is_timestamp(typ),
             "numeric": pa.types.is_integer(typ) or pa.types.is_floating(typ) or pa.types.is_boolean(typ)
@@ -396,20 +409,24 @@ def prefetch(batches: Iterator[pa.RecordBatch], *, depth: int = 2) -> Iterator[p
     q: queue.Queue[tuple[str, object]] = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
+    def put(item: tuple[str, object]) -> bool:
+        """Hand ``item`` over unless the consumer has gone (then the queue may stay full for good)."""
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def produce() -> None:
         try:
             for b in batches:
-                while not stop.is_set():
-                    try:
-                        q.put(("batch", b), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not put(("batch", b)):
                     return
-            q.put(("end", None))
+            put(("end", None))
         except BaseException as exc:  # handed to the consumer
-            q.put(("error", exc))
+            put(("error", exc))
 
     t = threading.Thread(target=produce, name="atalaia-read", daemon=True)
     t.start()
