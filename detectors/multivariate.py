@@ -101,9 +101,13 @@ def fit_pca(columns: dict[str, np.ndarray], *, features: tuple[str, ...], varian
     finite = np.isfinite(fit)
     counts = finite.sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        center = np.where(counts > 0, np.nansum(np.where(finite, fit, 0.0), axis=0) / np.maximum(counts, 1), 0.0)
-        dev = np.where(finite, fit - center, 0.0)
-        sd = np.sqrt(np.sum(dev * dev, axis=0) / np.maximum(counts - 1, 1))
+        # each column scaled by a power of two (exact) while its moments are taken: squares past 1e154 overflow
+        e = np.frexp(np.max(np.where(finite, np.abs(fit), 0.0), axis=0, initial=0.0))[1]
+        scaled = np.ldexp(np.where(finite, fit, 0.0), -e)
+        center = np.where(counts > 0, scaled.sum(axis=0) / np.maximum(counts, 1), 0.0)
+        dev = np.where(finite, scaled - center, 0.0)
+        sd = np.ldexp(np.sqrt(np.sum(dev * dev, axis=0) / np.maximum(counts - 1, 1)), e)
+        center = np.ldexp(center, e)
     usable = (counts >= 2) & (sd > 0) & np.isfinite(sd)
     if usable.sum() < 2:
         return None
@@ -202,6 +206,8 @@ class Multivariate(Detector):
     def batch_extra(self, reference_extra: PCAModel | None, batch: Batch) -> NumericCounts | None:
         if reference_extra is None:
             return None
+        if batch.n_rows == 0:
+            return NumericCounts.empty(reference_extra.errors)
         step = -(-batch.n_rows // self.sample_rows)  # ceil: an even stride keeps the batch's time spread
         cols = {f: v[::step] for f, v in batch.numeric.items()}
         n = -(-batch.n_rows // step)

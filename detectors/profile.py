@@ -163,9 +163,13 @@ class NumericReference:
         psi_cuts = np.concatenate([[0], np.unique(after[cum[after - 1] < finite.size])])
         if psi_cuts.size == 1:  # one value (a constant): below and above it are bins, or PSI could never move
             psi_cuts = np.array([0, 1, counts.size - 1])
+        # moments of the values scaled by a power of two (exact): squares of values past 1e154 overflow
+        e = int(np.frexp(max(abs(lo), abs(hi)))[1])
+        scaled = np.ldexp(finite, -e)
+        mean = float(np.ldexp(scaled.mean(), e))
+        std = float(np.ldexp(scaled.std(ddof=1), e)) if finite.size > 1 else 0.0
         return cls(edges=edges, counts=counts, psi_cuts=psi_cuts.astype(np.intp), n=int(finite.size),
-                   n_missing=n_missing, mean=float(finite.mean()), std=float(finite.std(ddof=1)) if finite.size > 1 else 0.0,
-                   minimum=lo, maximum=hi, n_inf=n_inf)
+                   n_missing=n_missing, mean=mean, std=std, minimum=lo, maximum=hi, n_inf=n_inf)
 
 
 def _sorted_quantiles(s: np.ndarray, q: np.ndarray) -> np.ndarray:

@@ -107,10 +107,12 @@ class Evaluation:
     reference_cached: bool = False
     #: partitions whose profile was reused rather than read (see :class:`Evaluator`)
     partitions_reused: int = 0
+    #: detectors that raised while scoring (logged with their traceback); the others' findings stand
+    detector_failures: list[str] = field(default_factory=list)
 
     @property
     def outcome(self) -> str:
-        return "partial" if self.errors else "success"
+        return "partial" if self.errors or self.detector_failures else "success"
 
 
 @dataclass
@@ -360,12 +362,17 @@ class Evaluator:
         errors = [*ref.errors, *errors]  # the reference's were logged as it was built
         ctx = Context(model=self.model.name, window_start=start, window_end=end)
         findings: list[Finding] = []
+        failed: list[str] = []
         for det, summary in zip(self.detectors, ref.summaries, strict=True):
-            findings += det.score(summary, profile, context=ctx)
+            try:
+                findings += det.score(summary, profile, context=ctx)
+            except Exception as exc:  # one failing detector (a plugin's, a kernel's edge case) costs only its findings
+                log.exception("model %s: detector %s failed", self.model.name, det.name)
+                failed.append(f"detector {det.name} failed: {type(exc).__name__}: {exc}")
         return Evaluation(model=self.model.name, window_start=start, window_end=end, findings=findings,
                           rows=profile.n_rows, reference_rows=ref.profile.n_rows, errors=errors,
                           duration_seconds=self.monotonic() - t0, reference_cached=cached,
-                          partitions_reused=len(known))
+                          partitions_reused=len(known), detector_failures=failed)
 
     def _keep(self, fresh: dict[tuple[Any, ...], Profile], reference_key: str, start: datetime) -> None:
         with self._partitions_lock:

@@ -237,6 +237,50 @@ def test_empty_window_is_insufficient(name: str) -> None:
         assert f.n_current == 0
 
 
+def scaled(batch: Batch, factor: float) -> Batch:
+    return Batch(n_rows=batch.n_rows, numeric={c: v * factor for c, v in batch.numeric.items()},
+                 categorical=batch.categorical, sensitive=batch.sensitive, timestamp=batch.timestamp,
+                 score=batch.score, prediction=batch.prediction, label=batch.label)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_finite_on_huge_values_and_still_fires(name: str) -> None:
+    """Values past 1e154, whose squares overflow float64: finite results, and a shift is still a shift."""
+    ref = scaled(make_batch(1, 4000), 1e160)
+    quiet = run(name, ref, split(scaled(make_batch(2, 3000), 1e160), 3))
+    loud = run(name, ref, split(scaled(make_batch(2, 3000, shift=True), 1e160), 3))
+    for f in quiet + loud:
+        if f.status != "insufficient_data":
+            assert f.value is not None and math.isfinite(f.value), f
+        if f.p_value is not None:
+            assert 0.0 <= f.p_value <= 1.0, f
+    assert [f for f in quiet if f.status != "ok"] == []
+    if name in ("wasserstein", "ks", "mean_shift", "psi"):
+        x1 = [f for f in loud if f.target == "x1"]
+        assert x1 and all(f.status in ("warn", "alert") for f in x1), x1
+
+
+def test_a_batch_without_rows_adds_nothing() -> None:
+    """A source may hand over an empty batch: each batch hook counts nothing for it."""
+    ref = make_batch(1, 2000)
+    empty = split(make_batch(2, 1000), 1)[0]
+    empty = Batch(n_rows=0, numeric={c: v[:0] for c, v in empty.numeric.items()},
+                  categorical={c: v[:0] for c, v in empty.categorical.items()},
+                  sensitive={c: v[:0] for c, v in empty.sensitive.items()}, timestamp=empty.timestamp[:0],
+                  score=empty.score[:0], prediction=empty.prediction[:0], label=empty.label[:0])
+    for name in NAMES:
+        det = REGISTRY.create(name)
+        if not det.uses_batches:
+            continue
+        ref_profile = reference_profile(ref, [det])
+        window = split(make_batch(3, 1000), 2)
+        with_empty = window_profile(ref_profile, [window[0], empty, window[1]], [det])
+        without = window_profile(ref_profile, window, [det])
+        a = det.score(det.summarise(ref_profile), with_empty, context=CTX)
+        b = det.score(det.summarise(ref_profile), without, context=CTX)
+        assert [f.to_dict() for f in a] == [f.to_dict() for f in b], name
+
+
 def null_batch(n: int) -> Batch:
     """The generic columns with every value missing (a feature not yet populated in the reference period)."""
     shape = make_batch(8, 1)

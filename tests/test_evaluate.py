@@ -589,3 +589,26 @@ def test_partitions_counted_before_a_timeout_are_kept_for_the_next_run(tmp_path:
             kept.append(len(ev._partitions))
     assert kept and kept == sorted(kept) and kept[-1] > 0 and len(kept) < 6
     assert results(done) == results(evaluator(tmp_path, hourly, reuse=False).evaluate(at=at))
+
+
+def test_a_failing_detector_costs_only_its_own_findings(tmp_path: Path, hourly: Path,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    class Broken(Detector):
+        name: ClassVar[str] = "broken"
+        kind: ClassVar[Kind] = "drift"
+
+        def score(self, summary: Any, current: Any, *, context: Any) -> list[Finding]:
+            raise ZeroDivisionError("a plugin's edge case")
+
+    registry = Registry(extra={"broken": Broken})
+    cfg = parse_config({"state_dir": str(tmp_path / "state"), "models": [model_config(
+        pred_path=str(hourly), window="6h", detectors=[{"type": "psi"}, {"type": "broken"}, {"type": "ks"}],
+        reference={"start": T0.isoformat(), "end": (T0 + timedelta(hours=12)).isoformat()})]}, registry=registry)
+    at = T0 + timedelta(hours=20)
+    with caplog.at_level("ERROR", logger="atalaia.evaluate"):
+        run = Evaluator(config=cfg, model=cfg.models[0], registry=registry).evaluate(at=at)
+    assert {f.detector for f in run.findings} == {"psi", "ks"}
+    assert run.outcome == "partial" and run.errors == []
+    assert run.detector_failures == ["detector broken failed: ZeroDivisionError: a plugin's edge case"]
+    assert [r.getMessage() for r in caplog.records] == ["model m1: detector broken failed"]
+    assert caplog.records[0].exc_info is not None
