@@ -281,6 +281,66 @@ def test_a_batch_without_rows_adds_nothing() -> None:
         assert [f.to_dict() for f in a] == [f.to_dict() for f in b], name
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_below_min_rows_is_insufficient(name: str) -> None:
+    """Fewer rows than ``min_rows`` on the current side: insufficient_data and no value, not a score of noise;
+    at ``min_rows`` exactly the detector scores."""
+    ref = make_batch(1, 4000)
+    det = REGISTRY.create(name)
+    if "min_rows" not in det.params:
+        pytest.fail(f"{name} has no min_rows parameter")
+    few = run(name, ref, [split(make_batch(2, 4000), 40)[0]], min_rows=150)  # 100 rows
+    enough = run(name, ref, [split(make_batch(2, 4000), 40)[0]], min_rows=100)
+    if checked(name):
+        assert few and enough
+    for f in few:
+        if f.kind == "quality" and f.statistic in ("missing_rate", "inf_rate") and f.n_current >= 150:
+            continue
+        assert f.status == "insufficient_data" and f.value is None, f
+    assert any(f.status != "insufficient_data" for f in enough) or not checked(name)
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if "correction" in REGISTRY.get(n).params])
+def test_the_correction_parameter_is_honoured(name: str) -> None:
+    """A family of p-values each under alpha, but not all of them after a correction: ``none`` flags more
+    than ``bh``, which flags at least as many as ``bonferroni`` (the decision is tested on the family)."""
+    ref, cur = graded_batch(1, 4000, shifted=False), graded_batch(2, 400, shifted=True)
+    cls = REGISTRY.get(name)
+    # every significant finding a warn: the smallest warn and the largest alert the detector accepts
+    warn = next(w for w in (1e-12, 1.0 + 1e-9) if "warn" not in cls.parameter_problems({"warn": w}))
+    alert = next(a for a in (1e9, 1.0) if not cls.parameter_problems({"warn": warn, "alert": a}))
+    counts = {}
+    for method in ("none", "bh", "bonferroni"):
+        findings = run(name, ref, [cur], correction=method, alpha=0.05, warn=warn, alert=alert)
+        counts[method] = sum(f.status == "warn" for f in findings)
+        p = [f.p_value for f in findings if f.p_value is not None]
+        n = len(p)
+        if method == "none":
+            expect = sum(x <= 0.05 for x in p)
+        elif method == "bonferroni":
+            expect = sum(x * n <= 0.05 for x in p)
+        else:  # Benjamini–Hochberg step-up: the largest k with p_(k) <= k alpha / n, and all below it
+            ranked = sorted(p)
+            expect = max((k for k in range(1, n + 1) if ranked[k - 1] <= k * 0.05 / n), default=0)
+        assert counts[method] == expect, (method, p)
+    assert counts["none"] >= counts["bh"] >= counts["bonferroni"]
+    if name != "multivariate":  # a family of one: every correction is the identity
+        assert counts["none"] > counts["bonferroni"], counts  # the family tells the methods apart
+
+
+def graded_batch(seed: int, n: int, *, shifted: bool) -> Batch:
+    """Twenty numeric and twenty categorical columns whose shifts grow from none to large, so that a
+    family's p-values spread from 1 to tiny: the corrections then decide different numbers of them."""
+    rng = np.random.default_rng(seed)
+    grades = np.linspace(0.0, 0.3, 20) if shifted else np.zeros(20)
+    numeric = {f"n{i:02d}": np.where(rng.random(n) < g / 20, np.nan, rng.normal(g, 1.0, n))  # up to 2.5 % NaN
+               for i, g in enumerate(grades)}
+    categorical = {f"c{i:02d}": rng.choice(["a", "b", "c"], n, p=[0.5 - g / 2, 0.3, 0.2 + g / 2]).astype(object)
+                   for i, g in enumerate(grades)}
+    return Batch(n_rows=n, numeric=numeric, categorical=categorical, sensitive={},
+                 timestamp=np.arange(n, dtype=np.int64))
+
+
 def null_batch(n: int) -> Batch:
     """The generic columns with every value missing (a feature not yet populated in the reference period)."""
     shape = make_batch(8, 1)
@@ -754,7 +814,8 @@ def small_inputs() -> tuple[Batch, Batch]:
 def test_kernel_equals_naive(name: str) -> None:
     naive = NAIVE.get(name)
     if naive is None:
-        pytest.skip(f"no naive implementation registered for {name!r} in tests/test_conformance.py::NAIVE")
+        pytest.fail(f"no naive implementation registered for {name!r} in tests/test_conformance.py::NAIVE: "
+                    "every registered detector's kernel is checked against one")
     ref, cur = small_inputs()
     det = REGISTRY.create(name)
     ref_profile = reference_profile(ref, [det])

@@ -64,9 +64,10 @@ def test_demo_flags_exactly_the_planted_features_within_a_minute(tmp_path: Path)
             for feature in ("income", "debt_to_income", "credit_score"):
                 if (det, feature) in statuses:
                     assert statuses[(det, feature)] == "alert", (det, feature)
-        # unplanted features are scored, and ok
+        # unplanted features are scored, and ok under every detector
         quiet = {t for (d, t), s in statuses.items() if t in features - planted}
         assert quiet == features - planted
+        assert {(d, t): s for (d, t), s in statuses.items() if t in quiet and s != "ok"} == {}
         assert httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
     finally:
         proc.terminate()
