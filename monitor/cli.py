@@ -1,7 +1,7 @@
 """The ``atalaia`` command: run | check | validate | demo.
 
 Exit codes: 0 all ok; 1 a warn or alert was found (``check``); 2 bad input
-or configuration.
+or configuration — and any unexpected error, so that 1 always means findings.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shutil
 import sys
 from collections.abc import Sequence
@@ -17,10 +18,13 @@ from pathlib import Path
 from typing import TextIO
 
 from detectors.errors import ConfigError, SourceError
+from detectors.registry import Registry
 
-from .config import Config, load_config
+from .config import Config, alert_routes_warning, load_config, parse_listen
 from .durations import parse_time
+from .exporter import ListenError
 from .logs import setup_logging
+from .state import StateStoreError
 
 __all__ = ["main"]
 
@@ -29,13 +33,23 @@ log = logging.getLogger("atalaia")
 EXIT_OK, EXIT_FINDINGS, EXIT_BAD_INPUT = 0, 1, 2
 
 
+def _listen(text: str) -> str:
+    """``--listen``: checked as ``server.listen`` is."""
+    try:
+        parse_listen(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="atalaia", description="Model drift, accuracy-decay and bias monitoring daemon.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run the daemon: scheduled evaluations, /metrics, /healthz, /readyz")
     run.add_argument("--config", required=True, help="configuration file (YAML)")
-    run.add_argument("--listen", help="HOST:PORT for the HTTP server (overrides server.listen)")
+    run.add_argument("--listen", type=_listen,
+                     help="HOST:PORT for the HTTP server, [::1]:PORT for IPv6 (overrides server.listen)")
 
     check = sub.add_parser("check", help="evaluate each model's window once, print the findings, exit")
     check.add_argument("--config", required=True, help="configuration file (YAML)")
@@ -48,48 +62,61 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="write a demo sink with planted drift, bias and decay, and run the daemon on it")
     demo.add_argument("--dir", default="./atalaia-demo", help="where to write the demo data and state")
-    demo.add_argument("--listen", help="HOST:PORT for the HTTP server (default 127.0.0.1:9108)")
+    demo.add_argument("--listen", type=_listen, help="HOST:PORT for the HTTP server (default 127.0.0.1:9108)")
     demo.add_argument("--no-run", action="store_true", help="only write the data and print the configuration path")
     return p
 
 
-def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
+         registry: Registry | None = None) -> int:
+    """Run one command; returns its exit code. ``registry`` replaces the installed detector registry."""
     args = _parser().parse_args(argv)
     out = stdout or sys.stdout
-    if args.command != "validate":
-        from .evaluate import limit_blas_threads
-
-        limit_blas_threads()
     try:
+        if args.command != "validate":
+            from .evaluate import limit_blas_threads
+
+            limit_blas_threads()
         if args.command == "validate":
-            return _validate(args, out)
+            return _validate(args, out, registry)
         if args.command == "check":
-            return _check(args, out)
+            return _check(args, out, registry)
         if args.command == "run":
-            return _run(args)
+            return _run(args, registry)
         if args.command == "demo":
-            return _demo(args, out)
+            return _demo(args, out, registry)
     except ConfigError as exc:
+        print(f"atalaia: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (StateStoreError, ListenError) as exc:
         print(f"atalaia: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except BrokenPipeError:  # e.g. `atalaia check ... | head`
         sys.stderr.close()
         return EXIT_OK
+    except Exception as exc:  # last resort: exit code 1 means "findings", never a crash
+        log.debug("atalaia %s failed", args.command, exc_info=exc)
+        print(f"atalaia: {args.command} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     raise AssertionError(args.command)  # pragma: no cover
 
 
-def _validate(args: argparse.Namespace, out: TextIO) -> int:
-    cfg = load_config(args.config)
+def _validate(args: argparse.Namespace, out: TextIO, registry: Registry | None) -> int:
+    cfg = load_config(args.config, registry=registry)
     print(f"{args.config}: ok ({len(cfg.models)} model{'s' if len(cfg.models) != 1 else ''}: "
           f"{', '.join(m.name for m in cfg.models)})", file=out)
+    warning = alert_routes_warning(cfg)
+    if warning:
+        print(f"atalaia: warning: {warning}", file=sys.stderr)
     return EXIT_OK
 
 
-def _check(args: argparse.Namespace, out: TextIO) -> int:
+def _check(args: argparse.Namespace, out: TextIO, registry: Registry | None) -> int:
     from .evaluate import Evaluator
 
-    cfg = load_config(args.config)
-    setup_logging(fmt=cfg.log.format, level="warning")
+    cfg = load_config(args.config, registry=registry)
+    # quiet but for problems; `log: {level: debug}` shows the tracebacks behind errors too
+    setup_logging(fmt=cfg.log.format, level="debug" if cfg.log.level == "debug" else "warning")
     try:
         at = parse_time(args.at) if args.at is not None else datetime.now(UTC)
     except ValueError as exc:
@@ -104,14 +131,21 @@ def _check(args: argparse.Namespace, out: TextIO) -> int:
     for m in models:
         try:
             # one run: no partition profiles to keep for a next one
-            ev = Evaluator(config=cfg, model=m, reuse_partitions=False).evaluate(at=at)
+            ev = Evaluator(config=cfg, model=m, registry=registry, reuse_partitions=False).evaluate(at=at)
         except SourceError as exc:
             print(f"atalaia: model {m.name}: {exc}", file=sys.stderr)
             bad_input = True
             continue
+        except Exception as exc:  # any other failure is bad input too (exit 2), never "findings" (exit 1)
+            log.debug("model %s: evaluation failed", m.name, exc_info=exc)
+            print(f"atalaia: model {m.name}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            bad_input = True
+            continue
         for err in ev.errors:
             print(f"atalaia: model {m.name}: skipped {err}", file=sys.stderr)
-        bad_input |= bool(ev.errors)
+        for failure in ev.detector_failures:  # its findings are missing: the check is incomplete
+            print(f"atalaia: model {m.name}: {failure}", file=sys.stderr)
+        bad_input |= bool(ev.errors or ev.detector_failures)
         findings += ev.findings
     if args.format == "json":
         for f in findings:
@@ -148,27 +182,51 @@ def _table(findings: Sequence, out: TextIO) -> None:
     console.print(", ".join(f"{n} {s}" for s, n in counts.items() if n) or "no findings")
 
 
-def _run(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config)
-    return _serve(cfg, args.listen)
+def _run(args: argparse.Namespace, registry: Registry | None) -> int:
+    cfg = load_config(args.config, registry=registry)
+    return _serve(cfg, args.listen, registry)
 
 
-def _serve(cfg: Config, listen: str | None) -> int:
+def _serve(cfg: Config, listen: str | None, registry: Registry | None) -> int:
+    """Run the daemon until SIGTERM/SIGINT.
+
+    When evaluations abandoned on a hung source are still blocked after the orderly shutdown, the
+    process leaves with ``os._exit`` once logs and stdio are flushed: the interpreter's exit would
+    otherwise wait for their threads (pyarrow's S3 finalizer does), so the model timeout, not the
+    object store, bounds how long a shutdown takes.
+    """
     from .scheduler import Daemon
 
     setup_logging(fmt=cfg.log.format, level=cfg.log.level)
-    daemon = Daemon(config=cfg, listen=listen)
-    return daemon.serve_forever()
+    daemon = Daemon(config=cfg, listen=listen, detectors=registry)
+    code = daemon.serve_forever()
+    stuck = daemon.stuck_evaluations()
+    if stuck:
+        log.warning("leaving evaluations still blocked on their sources behind (models: %s)", ", ".join(stuck))
+        _flush_and_exit(code)
+    return code
 
 
-def _demo(args: argparse.Namespace, out: TextIO) -> int:
+def _flush_and_exit(code: int) -> None:
+    """Flush every logging handler and stdio, then end the process at once (no interpreter shutdown)."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
+def _demo(args: argparse.Namespace, out: TextIO, registry: Registry | None) -> int:
     from .demo_data import write_demo
 
     directory = Path(args.dir).resolve()
     now = datetime.now(UTC)
     manifest = write_demo(directory=directory, now=now)
     config_path = demo_config_path()
-    cfg = load_config(config_path, base_dir=directory)
+    cfg = load_config(config_path, base_dir=directory, registry=registry)
     # the sink was written anew around `now`: findings and references of an earlier demo are stale
     shutil.rmtree(cfg.state_path, ignore_errors=True)
     listen = args.listen or cfg.server.listen
@@ -177,7 +235,7 @@ def _demo(args: argparse.Namespace, out: TextIO) -> int:
     if args.no_run:
         return EXIT_OK
     print(f"serving metrics on http://{listen}/metrics — Ctrl-C to stop", file=out, flush=True)
-    return _serve(cfg, listen)
+    return _serve(cfg, listen, registry)
 
 
 def demo_config_path() -> Path:

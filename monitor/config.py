@@ -19,14 +19,17 @@ detectors.errors.ConfigError: 5 configuration problems
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.interval import IntervalTrigger
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -38,12 +41,14 @@ from pydantic import (
     model_validator,
 )
 
-from detectors.errors import ConfigError
+from detectors.base import Detector
+from detectors.errors import ConfigError, ParameterError
 from detectors.registry import Registry
 
+from .cron import crontab_trigger, longest_gap
 from .durations import format_duration, parse_duration, parse_time
 
-__all__ = ["Config", "ModelConfig", "load_config", "parse_config", "Duration"]
+__all__ = ["Config", "ModelConfig", "load_config", "parse_config", "parse_listen", "alert_routes_warning", "Duration"]
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 Time = Annotated[datetime, BeforeValidator(parse_time)]
@@ -51,6 +56,38 @@ Time = Annotated[datetime, BeforeValidator(parse_time)]
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` as ``(host, port)``: the check of ``server.listen`` and of ``--listen``.
+
+    An IPv6 host goes in brackets; an empty host means every IPv4 address.
+
+    >>> parse_listen("127.0.0.1:9108"), parse_listen("[::1]:9108"), parse_listen(":9108")
+    (('127.0.0.1', 9108), ('::1', 9108), ('0.0.0.0', 9108))
+    >>> parse_listen("localhost")
+    Traceback (most recent call last):
+    ...
+    ValueError: must be HOST:PORT (an IPv6 host in brackets, [::1]:9108), got 'localhost'
+    """
+    form = "must be HOST:PORT (an IPv6 host in brackets, [::1]:9108)"
+    if not isinstance(text, str):
+        raise ValueError(f"{form}, got {text!r}")
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{form}, got {text!r}")
+    if host.startswith("[") or host.endswith("]"):
+        inner = host[1:-1]
+        try:
+            ok = host.startswith("[") and host.endswith("]") and ipaddress.ip_address(inner).version == 6
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError(f"{form}, got {text!r} (not an IPv6 address in brackets)")
+        return inner, int(port)
+    if ":" in host or any(c.isspace() or c in "[]/" for c in host):
+        raise ValueError(f"{form}, got {text!r}")
+    return host or "0.0.0.0", int(port)
 
 
 class ServerConfig(_Strict):
@@ -61,15 +98,12 @@ class ServerConfig(_Strict):
     @field_validator("listen")
     @classmethod
     def _listen(cls, v: str) -> str:
-        host, sep, port = v.rpartition(":")
-        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise ValueError(f"must be HOST:PORT, got {v!r}")
+        parse_listen(v)
         return v
 
     @property
     def host_port(self) -> tuple[str, int]:
-        host, _, port = self.listen.rpartition(":")
-        return host.strip("[]") or "0.0.0.0", int(port)
+        return parse_listen(self.listen)
 
 
 class LogConfig(_Strict):
@@ -89,18 +123,19 @@ class StorageConfig(_Strict):
 
 class ScheduleConfig(_Strict):
     every: Duration | None = None
+    #: five-field crontab(5) expression, UTC; weekdays as cron counts them (0 and 7 Sunday, 1 Monday)
     cron: str | None = None
 
     @field_validator("cron")
     @classmethod
     def _cron(cls, v: str | None) -> str | None:
         if v is not None:
-            from apscheduler.triggers.cron import CronTrigger
-
             try:
-                CronTrigger.from_crontab(v, timezone="UTC")
+                trigger = crontab_trigger(v)
             except ValueError as exc:
                 raise ValueError(f"must be a five-field crontab expression, got {v!r} ({exc})") from None
+            if trigger.get_next_fire_time(None, datetime(2026, 1, 1, tzinfo=UTC)) is None:
+                raise ValueError(f"must be a crontab expression that fires, got {v!r} (it never does)")
         return v
 
     @model_validator(mode="after")
@@ -109,18 +144,20 @@ class ScheduleConfig(_Strict):
             raise ValueError(f"must give exactly one of 'every' or 'cron', got {'both' if self.every else 'neither'}")
         return self
 
-    @property
-    def nominal_interval(self) -> timedelta:
-        """The interval, or for cron the gap between its next two firings from a fixed instant."""
+    def trigger(self) -> BaseTrigger:
+        """The APScheduler trigger (UTC): an interval, or the cron expression with crontab(5) meaning."""
+        if self.every is not None:
+            return IntervalTrigger(seconds=self.every.total_seconds(), timezone=UTC)
+        assert self.cron is not None
+        return crontab_trigger(self.cron)
+
+    def longest_interval(self, *, start: datetime) -> timedelta:
+        """The interval; for cron, the longest gap between consecutive firings over the 7 days from
+        ``start`` (so a schedule idle at night reports the night)."""
         if self.every is not None:
             return self.every
-        from apscheduler.triggers.cron import CronTrigger
-
-        trig = CronTrigger.from_crontab(self.cron, timezone="UTC")
-        t0 = datetime(2026, 1, 1, tzinfo=parse_time("2026-01-01").tzinfo)
-        a = trig.get_next_fire_time(None, t0)
-        b = trig.get_next_fire_time(a, a + timedelta(seconds=1))
-        return (b - a) if a and b else timedelta(minutes=1)
+        assert self.cron is not None
+        return longest_gap(self.cron, start=start) or timedelta(days=366)
 
 
 Task = Literal["binary_classification", "multiclass_classification", "regression"]
@@ -333,8 +370,10 @@ def parse_config(data: Any, *, source: str | None = None, env: Mapping[str, str]
             if any(p == where or p.startswith((where + ".", where + "[")) for p in interpolated):
                 msg = msg.replace(repr(err["input"]), "<redacted>")
             problems.append((_loc(loc), msg))
-    problems += _detector_problems(data, registry or Registry())
-    problems += _semantic_problems(data, cfg)
+    registry = registry or Registry()
+    problems += _detector_problems(data, registry)
+    problems += _semantic_problems(data, registry)
+    problems += _state_dir_problems(data, base_dir)
     if problems:
         seen: set[tuple[str, str]] = set()
         unique = [p for p in problems if not (p in seen or seen.add(p))]
@@ -379,49 +418,145 @@ def _detector_problems(data: Any, registry: Registry) -> list[tuple[str, str]]:
     return out
 
 
-def _semantic_problems(data: dict[str, Any], cfg: Config | None) -> list[tuple[str, str]]:
-    """Cross-references (unique names, known routes and columns); on the models that validate,
-    even when the configuration as a whole does not."""
+def _names(value: Any) -> list[str] | None:
+    """``value`` when it is a list of strings (or absent: ``[]``), else ``None`` (reported elsewhere)."""
+    if value is None:
+        return []
+    return value if isinstance(value, list) and all(isinstance(v, str) for v in value) else None
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _semantic_problems(data: dict[str, Any], registry: Registry) -> list[tuple[str, str]]:
+    """Cross-references (unique names, known routes and columns, no duplicate series), read from the
+    raw mapping so that they are reported together with every other problem of the same model."""
     out: list[tuple[str, str]] = []
     raw_models = data.get("models") if isinstance(data.get("models"), list) else []
-    if cfg is not None:
-        models: list[ModelConfig | None] = list(cfg.models)
-        route_names = set(cfg.alerting.routes)
-    else:
-        models = []
-        for m in raw_models:
-            try:
-                models.append(ModelConfig.model_validate(m))
-            except ValidationError:
-                models.append(None)
-        alerting = data.get("alerting")
-        routes = alerting.get("routes") if isinstance(alerting, dict) else None
-        route_names = set(routes) if isinstance(routes, dict) else set()
+    alerting = data.get("alerting", {})
+    routes = alerting.get("routes", {}) if isinstance(alerting, dict) else None
+    route_names = set(routes) if isinstance(routes, dict) else None  # None: malformed, reported elsewhere
     names = [m.get("name") if isinstance(m, dict) else None for m in raw_models]
     for i, n in enumerate(names):
-        if n is not None and names.count(n) > 1:
+        if n is not None and not isinstance(n, list | dict) and names.count(n) > 1:
             out.append((f"models[{i}].name", f"must be unique, got {n!r} more than once"))
-    for i, m in enumerate(models):
-        if m is None:
-            continue
-        p = m.predictions
-        columns = set(m.features.numeric) | set(m.features.categorical)
-        known = columns | {p.score, p.prediction} - {None}
-        for j, d in enumerate(m.detectors):
-            feats = d.params.get("features")
-            if isinstance(feats, list):
-                for f in feats:
-                    if f not in known:
-                        out.append((f"models[{i}].detectors[{j}].features",
-                                    f"must name configured features or prediction columns, got {f!r}"))
-        for j, f in enumerate(m.sensitive):
-            if f in (p.id, p.timestamp):
-                out.append((f"models[{i}].sensitive[{j}]", f"must not be the id or timestamp column, got {f!r}"))
-        for j, r in enumerate(m.alerts.routes):
-            if r not in route_names:
-                known_routes = ", ".join(route_names) or "none defined"
-                out.append((f"models[{i}].alerts.routes[{j}]", f"must name a route under alerting.routes ({known_routes}), got {r!r}"))
-        if m.reference.rolling is not None and m.reference.rolling < m.window:
-            out.append((f"models[{i}].reference.rolling", f"must be at least the window "
-                        f"({format_duration(m.window)}), got {format_duration(m.reference.rolling)}"))
+    for i, m in enumerate(raw_models):
+        if isinstance(m, dict):
+            out += _model_cross_checks(f"models[{i}]", m, route_names, registry)
     return out
+
+
+def _model_cross_checks(where: str, m: dict[str, Any], route_names: set[str] | None,
+                        registry: Registry) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    preds = _mapping(m.get("predictions"))
+    score, prediction = preds.get("score"), preds.get("prediction")
+    is_class = preds.get("task", "binary_classification") != "regression"
+    features = m.get("features")
+    numeric = _names(_mapping(features).get("numeric"))
+    categorical = _names(_mapping(features).get("categorical"))
+    columns_known = isinstance(features, dict) and numeric is not None and categorical is not None
+    numeric, categorical = numeric or [], categorical or []
+    model_columns = {c for c in (score, prediction) if isinstance(c, str)}
+    known = set(numeric) | set(categorical) | model_columns
+    # the targets a detector scores by default: the columns of the kinds it applies to
+    by_kind = {"numeric": [*numeric, *([score] if isinstance(score, str) else []),
+                           *([prediction] if isinstance(prediction, str) and not is_class else [])],
+               "categorical": [*categorical, *([prediction] if isinstance(prediction, str) and is_class else [])]}
+    dets = m.get("detectors") if isinstance(m.get("detectors"), list) else []
+    scored: list[tuple[int, str, frozenset[str]]] = []
+    for j, d in enumerate(dets):
+        if not isinstance(d, dict):
+            continue
+        feats = _names(d.get("features"))
+        if columns_known and feats:
+            for f in feats:
+                if f not in known:
+                    out.append((f"{where}.detectors[{j}].features",
+                                f"must name configured features or prediction columns, got {f!r}"))
+        typ = d.get("type")
+        if not isinstance(typ, str):
+            continue
+        try:
+            cls = registry.get(typ)
+        except ParameterError:  # an unknown type: reported with the detector's parameters
+            continue
+        targets = _detector_targets(cls, feats, by_kind)
+        for k, other, other_targets in scored:
+            overlap = targets & other_targets
+            if other == typ and overlap:
+                what = "the model as a whole" if _WHOLE in overlap else ", ".join(sorted(overlap))
+                out.append((f"{where}.detectors[{j}]", f"must not score what {where}.detectors[{k}] already "
+                            f"scores with {typ!r} ({what}): the two would export the same series; give them "
+                            f"disjoint features or merge them, got a second {typ!r}"))
+                break
+        scored.append((j, typ, targets))
+    sensitive = _names(m.get("sensitive")) or []
+    for j, f in enumerate(sensitive):
+        if f in (preds.get("id"), preds.get("timestamp")):
+            out.append((f"{where}.sensitive[{j}]", f"must not be the id or timestamp column, got {f!r}"))
+    alert_routes = _names(_mapping(m.get("alerts")).get("routes")) or []
+    if route_names is not None:
+        for j, r in enumerate(alert_routes):
+            if r not in route_names:
+                listed = ", ".join(sorted(route_names)) or "none defined"
+                out.append((f"{where}.alerts.routes[{j}]",
+                            f"must name a route under alerting.routes ({listed}), got {r!r}"))
+    rolling, window = _mapping(m.get("reference")).get("rolling"), m.get("window")
+    try:
+        rolling_d, window_d = parse_duration(rolling), parse_duration(window)
+    except (ValueError, TypeError):
+        return out  # either is missing or malformed: reported by the schema
+    if rolling_d < window_d:
+        out.append((f"{where}.reference.rolling", f"must be at least the window "
+                    f"({format_duration(window_d)}), got {format_duration(rolling_d)}"))
+    return out
+
+
+#: the target of a detector that scores the model as a whole rather than column by column
+_WHOLE = "*"
+#: built-in detectors that score their features jointly (one finding, one target, whatever the features)
+_JOINT_DETECTORS = frozenset({"multivariate"})
+
+
+def _detector_targets(cls: type[Detector], features: list[str] | None,
+                      by_kind: Mapping[str, list[str]]) -> frozenset[str]:
+    """What a detector's findings are keyed by besides its type: for a column-by-column detector its
+    columns (``features``, by default every column of the kinds it applies to); for one without a
+    ``features`` parameter, or one that scores its features jointly, the model as a whole."""
+    if "features" not in cls.params or cls.name in _JOINT_DETECTORS or getattr(cls, "joint", False):
+        return frozenset({_WHOLE})
+    if features:
+        return frozenset(features)
+    return frozenset(c for kind in sorted(cls.applies_to) for c in by_kind.get(kind, []))
+
+
+def _state_dir_problems(data: dict[str, Any], base_dir: str | None) -> list[tuple[str, str]]:
+    """``state_dir`` must be a folder or a path one can be created at (not under a regular file)."""
+    state_dir = data.get("state_dir", Config.model_fields["state_dir"].default)
+    if not isinstance(state_dir, str) or not state_dir or "://" in state_dir:
+        return []
+    path = Path(state_dir).expanduser()
+    if not path.is_absolute():
+        path = Path(base_dir or ".") / path
+    for existing in (path, *path.parents):
+        if existing.exists():
+            break
+    else:  # pragma: no cover - the root exists
+        return []
+    if not existing.is_dir():
+        why = "is not a folder" if existing == path else f"is under {existing}, which is not a folder"
+        return [("state_dir", f"must be a folder the daemon can create and write, got {state_dir!r} ({why})")]
+    # whether it is writable is left to the daemon's start (exit 2 naming state_dir): a configuration
+    # is often validated on another machine (CI, a laptop) than the one it runs on
+    return []
+
+
+def alert_routes_warning(config: Config) -> str | None:
+    """The warning for configured alert routes, which this release accepts but does not deliver."""
+    names = sorted(set(config.alerting.routes) | {r for m in config.models for r in m.alerts.routes})
+    if not names:
+        return None
+    return (f"alert routes are configured ({', '.join(names)}) but this release of atalaia does not deliver "
+            "alerts; alert through the Prometheus rules in deploy/prometheus/atalaia-rules.yml and Alertmanager")

@@ -5,10 +5,12 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 
-__all__ = ["parse_duration", "format_duration", "parse_time", "floor_time"]
+__all__ = ["parse_duration", "format_duration", "parse_time", "floor_time", "MAX_DURATION"]
 
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
+#: the longest duration accepted: a century (windows and offsets must stay within datetime's range)
+MAX_DURATION = timedelta(days=36500)
 
 
 def parse_duration(text: str) -> timedelta:
@@ -16,6 +18,10 @@ def parse_duration(text: str) -> timedelta:
 
     >>> parse_duration("90s")
     datetime.timedelta(seconds=90)
+    >>> parse_duration("99999999999d")
+    Traceback (most recent call last):
+    ...
+    ValueError: must be at most 36500d (100 years), got '99999999999d'
     """
     if isinstance(text, timedelta):
         return text
@@ -25,6 +31,8 @@ def parse_duration(text: str) -> timedelta:
     value = float(m.group(1)) * _UNITS[m.group(2)]
     if value <= 0:
         raise ValueError(f"must be a positive duration, got {text!r}")
+    if value > MAX_DURATION.total_seconds():
+        raise ValueError(f"must be at most {format_duration(MAX_DURATION)} (100 years), got {text!r}")
     return timedelta(seconds=value)
 
 

@@ -11,7 +11,7 @@ Metric families (prefix ``atalaia_``, base units, no timestamps):
 ``atalaia_window_end_timestamp_seconds``    gauge      end of the window the findings describe
 ``atalaia_last_run_timestamp_seconds``      gauge      last run (any outcome)
 ``atalaia_last_success_timestamp_seconds``  gauge      last run that produced findings (kept across restarts)
-``atalaia_schedule_interval_seconds``       gauge      configured interval between runs
+``atalaia_schedule_interval_seconds``       gauge      longest gap between runs (cron: over the next 7 days)
 ``atalaia_run_duration_seconds``            histogram  evaluation time
 ``atalaia_runs_total``                      counter    runs by ``outcome``
 ``atalaia_rows_processed_total``            counter    window rows read
@@ -24,6 +24,7 @@ Metric families (prefix ``atalaia_``, base units, no timestamps):
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -35,12 +36,17 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from detectors.base import STATUSES, Finding
+from detectors.errors import AtalaiaError
 
-__all__ = ["Telemetry", "FindingsCollector", "MetricsServer", "LatestFindings"]
+__all__ = ["Telemetry", "FindingsCollector", "MetricsServer", "LatestFindings", "ListenError"]
 
 log = logging.getLogger("atalaia.exporter")
 
 _LABELS = ("model", "detector", "kind", "target", "statistic", "group")
+
+
+class ListenError(AtalaiaError, OSError):
+    """The HTTP server cannot listen on the address asked for (in use, not local, unknown host)."""
 
 
 class LatestFindings:
@@ -101,8 +107,9 @@ class Telemetry:
         self.alerts_sent = Counter("atalaia_alerts_sent_total", "Alert notifications by route and outcome.",
                                    ["route", "outcome"], registry=registry)
         self.interval = Gauge("atalaia_schedule_interval_seconds",
-                              "Configured interval between evaluations of a model (nominal, for cron).", ["model"],
-                              registry=registry)
+                              "Longest gap between scheduled evaluations of a model: the interval, or for a cron "
+                              "schedule the longest gap between consecutive firings over the next 7 days.",
+                              ["model"], registry=registry)
         self.label_cap = Counter("atalaia_label_cap_exceeded_total",
                                  "Findings left out of the exposition by the group label cap.", ["model"],
                                  registry=registry)
@@ -151,8 +158,16 @@ class FindingsCollector(Collector):
         yield from (value, threshold, p_value, status, rows, window)
 
 
+class _ThreadingHTTPServer6(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+
 class MetricsServer:
-    """``/metrics``, ``/healthz`` and ``/readyz`` on a threaded HTTP server."""
+    """``/metrics``, ``/healthz`` and ``/readyz`` on a threaded HTTP server.
+
+    ``host`` is a name or an IPv4 or IPv6 address (without brackets); binding failures raise
+    :class:`ListenError` naming the address.
+    """
 
     def __init__(self, *, registry: CollectorRegistry, host: str, port: int,
                  ready: Callable[[], tuple[bool, str]]) -> None:
@@ -187,7 +202,12 @@ class MetricsServer:
             def log_message(self, fmt: str, *args: Any) -> None:
                 log.debug("http %s", fmt % args)
 
-        self.httpd = ThreadingHTTPServer((host, port), Handler)
+        ipv6 = ":" in host
+        try:
+            self.httpd = (_ThreadingHTTPServer6 if ipv6 else ThreadingHTTPServer)((host, port), Handler)
+        except OSError as exc:
+            where = f"[{host}]:{port}" if ipv6 else f"{host}:{port}"
+            raise ListenError(f"cannot listen on {where}: {exc.strerror or exc}") from None
         self.httpd.daemon_threads = True
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="atalaia-http", daemon=True)
 
@@ -195,6 +215,12 @@ class MetricsServer:
     def address(self) -> tuple[str, int]:
         host, port = self.httpd.server_address[:2]
         return str(host), int(port)
+
+    @property
+    def url_host(self) -> str:
+        """``HOST:PORT`` as in a URL (an IPv6 host in brackets)."""
+        host, port = self.address
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
     def start(self) -> None:
         self._thread.start()

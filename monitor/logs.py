@@ -7,13 +7,30 @@ import logging
 import sys
 from datetime import UTC, datetime
 
-__all__ = ["setup_logging"]
+__all__ = ["setup_logging", "TextFormatter", "JsonFormatter", "utc_stamp"]
+
+
+def utc_stamp(created: float) -> str:
+    """A record's time as ISO-8601 UTC with a ``Z``: ``2026-11-27T12:00:00.123456Z``."""
+    return datetime.fromtimestamp(created, UTC).isoformat().replace("+00:00", "Z")
+
+
+class TextFormatter(logging.Formatter):
+    """``<UTC time>Z LEVEL logger: message``, whatever the host's time zone."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802 - stdlib name
+        return utc_stamp(record.created)
 
 
 class JsonFormatter(logging.Formatter):
+    """One JSON object per record: ``time`` (ISO-8601 UTC), ``level``, ``logger``, ``message``."""
+
     def format(self, record: logging.LogRecord) -> str:
         doc = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat().replace("+00:00", "Z"),
+            "time": utc_stamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
@@ -24,11 +41,12 @@ class JsonFormatter(logging.Formatter):
 
 
 def setup_logging(*, fmt: str = "text", level: str = "info") -> None:
+    """Log to stderr in ``fmt`` (text or json) from ``level`` up; APScheduler's own from warning up."""
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

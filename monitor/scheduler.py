@@ -8,8 +8,16 @@
   recovers at the next run), but at most ``MAX_ABANDONED`` stuck evaluations
   per model are tolerated: past that, runs are skipped (``outcome="skipped"``)
   rather than piling up threads.
+* Runs APScheduler itself drops — the previous run still going at the next
+  firing (``max_instances``) or a firing missed by more than the misfire
+  grace time — are counted as ``outcome="skipped"`` too.
 * SIGTERM/SIGINT set an event; the main thread then shuts the scheduler
-  down, letting the running evaluation finish, and returns 0.
+  down, letting the running evaluation finish (at most the model's
+  ``timeout``), and returns 0.  Evaluations abandoned on a hung source may
+  still be blocked then: :meth:`Daemon.stuck_evaluations` tells the caller
+  (the CLI leaves with ``os._exit`` rather than wait for them).
+* A damaged state store is moved aside and replaced (see :mod:`.state`); an
+  unusable ``state_dir`` raises :class:`~.state.StateStoreError` naming it.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import logging
 import os
 import shutil
 import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -28,19 +37,18 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobEvent
 from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.triggers.cron import CronTrigger
-from apscheduler.triggers.interval import IntervalTrigger
 from prometheus_client import CollectorRegistry
 
 from detectors.errors import SourceError, SourceTimeout
 from detectors.registry import Registry
 
-from .config import Config, ModelConfig
+from .config import Config, ModelConfig, alert_routes_warning, parse_listen
 from .evaluate import REFERENCE_FILE, Evaluation, Evaluator, cache_version
 from .exporter import FindingsCollector, LatestFindings, MetricsServer, Telemetry
 from .partition_store import PartitionStore
-from .state import RunRecord, StateStore
+from .state import RunRecord, StateStore, StateStoreError, is_corruption
 
 __all__ = ["Daemon", "OUTCOMES"]
 
@@ -74,12 +82,19 @@ class Daemon:
         self.metrics_registry = registry or CollectorRegistry()
         self.telemetry = Telemetry(self.metrics_registry)
         self.telemetry.prime((m.name for m in config.models), OUTCOMES)
-        for m in config.models:
-            self.telemetry.interval.labels(m.name).set(m.schedule.nominal_interval.total_seconds())
+        #: each model's longest gap between runs (for cron: over the next 7 days)
+        self.intervals = {m.name: m.schedule.longest_interval(start=clock()) for m in config.models}
+        for name, interval in self.intervals.items():
+            self.telemetry.interval.labels(name).set(interval.total_seconds())
         self.latest = LatestFindings(max_groups=config.server.max_groups,
                                      on_cap=lambda model, n: self.telemetry.label_cap.labels(model).inc(n))
         self.metrics_registry.register(FindingsCollector(self.latest))
-        self.state = state or StateStore.in_dir(config.state_path)
+        if state is None:
+            try:
+                state = StateStore.in_dir(config.state_path)
+            except StateStoreError as exc:
+                raise StateStoreError(f"state_dir {config.state_dir!r} cannot be used: {exc}") from None
+        self.state = state
         self.pool = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="atalaia-count")
         # partition profiles survive a restart: the first run after one reads only what changed
         self.evaluators = {m.name: Evaluator(config=config, model=m, registry=detectors, pool=self.pool,
@@ -116,7 +131,20 @@ class Daemon:
                 log.warning("cannot remove %s: %s", path, exc)
 
     def _restore(self) -> None:
-        """Findings and last-success times from the state store, so a restart exports them at once."""
+        """Findings and last-success times from the state store, so a restart exports them at once.
+
+        A store found damaged here is moved aside and replaced; unreadable findings are skipped."""
+        try:
+            self._restore_from_state()
+        except sqlite3.DatabaseError as exc:
+            if not is_corruption(exc):
+                raise
+            self.state.recover(exc)
+        except (ValueError, TypeError, KeyError) as exc:
+            log.error("cannot restore the latest findings from %s (%s: %s): starting without them",
+                      self.state.path, type(exc).__name__, exc)
+
+    def _restore_from_state(self) -> None:
         for name in self.evaluators:
             run = self.state.last_success(name)
             if run is not None:
@@ -217,24 +245,48 @@ class Daemon:
                 rows=ev.rows if ev else 0, error=error), ev.findings if ev else None)
         except Exception as exc:  # the state store must never take the daemon down
             log.error("model %s: could not record the run in the state store: %s", model.name, exc)
+            if is_corruption(exc):
+                with contextlib.suppress(StateStoreError):
+                    self.state.recover(exc)
+
+    def _dropped(self, event: JobEvent) -> None:
+        """A run APScheduler did not start: the previous one still going, or the firing missed."""
+        name = event.job_id
+        if name not in self.evaluators:
+            return
+        self.telemetry.runs.labels(name, "skipped").inc()
+        # APScheduler logs its own warning for each; this line names the model and the outcome
+        if event.code == EVENT_JOB_MAX_INSTANCES:
+            log.info("model %s: run skipped: the previous run is still going (outcome=skipped)", name)
+        else:
+            log.info("model %s: run skipped: its firing was missed by more than the misfire grace time "
+                     "(outcome=skipped)", name)
+
+    def stuck_evaluations(self) -> list[str]:
+        """The models with abandoned (timed-out) evaluations whose threads are still blocked."""
+        return sorted({name for name, workers in self._abandoned.items()
+                       for w in workers if w.thread.is_alive()})
 
     # -- lifecycle ------------------------------------------------------------
     def schedule(self) -> None:
         now = datetime.now(UTC)  # APScheduler keeps real time, whatever clock the evaluations are given
+        self.scheduler.add_listener(self._dropped, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
         for m in self.config.models:
-            interval = m.schedule.nominal_interval
-            trigger: Any = (IntervalTrigger(seconds=m.schedule.every.total_seconds(), timezone=UTC)
-                            if m.schedule.every is not None else CronTrigger.from_crontab(m.schedule.cron, timezone=UTC))
-            self.scheduler.add_job(self.run_model, trigger, args=[m.name], id=m.name, name=f"evaluate {m.name}",
-                                   max_instances=1, coalesce=True,
+            interval = self.intervals[m.name]
+            self.scheduler.add_job(self.run_model, m.schedule.trigger(), args=[m.name], id=m.name,
+                                   name=f"evaluate {m.name}", max_instances=1, coalesce=True,
                                    misfire_grace_time=max(1, int(interval.total_seconds())), next_run_time=now)
 
     def start(self) -> None:
-        host, _, port = self.listen.rpartition(":")
-        self.server = MetricsServer(registry=self.metrics_registry, host=host.strip("[]") or "0.0.0.0",
-                                    port=int(port), ready=self.readiness)
+        """Serve the HTTP endpoints and start the schedule; an address that cannot be bound raises
+        :class:`~.exporter.ListenError`."""
+        host, port = parse_listen(self.listen)
+        warning = alert_routes_warning(self.config)
+        if warning:
+            log.warning("%s", warning)
+        self.server = MetricsServer(registry=self.metrics_registry, host=host, port=port, ready=self.readiness)
         self.server.start()
-        log.info("serving /metrics, /healthz and /readyz on %s:%d", *self.server.address)
+        log.info("serving /metrics, /healthz and /readyz on %s", self.server.url_host)
         self.schedule()
         self.scheduler.start()
 
@@ -258,8 +310,8 @@ class Daemon:
     def serve_forever(self) -> int:
         """Run until SIGTERM/SIGINT; returns the process exit code (0)."""
         self.install_signal_handlers()
-        self.start()
         try:
+            self.start()
             while not self.stop_event.wait(1.0):
                 pass
         finally:

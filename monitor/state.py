@@ -9,9 +9,11 @@ guarded by a lock, serves the scheduler's threads.
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,8 +21,36 @@ from pathlib import Path
 from typing import Any
 
 from detectors.base import Finding
+from detectors.errors import AtalaiaError
 
-__all__ = ["StateStore", "RunRecord"]
+__all__ = ["StateStore", "RunRecord", "StateStoreError", "is_corruption"]
+
+log = logging.getLogger("atalaia.state")
+
+
+class StateStoreError(AtalaiaError, OSError):
+    """The state store cannot be used: its folder cannot be created or written, or SQLite refuses it."""
+
+
+class _Damaged(sqlite3.DatabaseError):
+    """SQLite's quick check found the database damaged."""
+
+
+def is_corruption(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database file is damaged (not SQLite, or a malformed page)."""
+    if isinstance(exc, _Damaged):
+        return True
+    if not isinstance(exc, sqlite3.DatabaseError) or isinstance(exc, sqlite3.OperationalError):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+    text = str(exc)  # raised by hand, without SQLite's code
+    return "malformed" in text or "not a database" in text
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -69,20 +99,82 @@ class RunRecord:
 
 
 class StateStore:
-    """SQLite-backed state; ``path`` is the database file (its folder is created)."""
+    """SQLite-backed state; ``path`` is the database file (its folder is created).
 
-    def __init__(self, path: Path | str) -> None:
+    ``clock`` stamps the name a damaged database is moved aside to.
+    """
+
+    def __init__(self, path: Path | str, *, clock: Callable[[], datetime] = _utc_now) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.clock = clock
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StateStoreError(f"cannot create the folder {self.path.parent}: {exc.strerror or exc}") from None
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        self._db = self._connect()
 
     @classmethod
-    def in_dir(cls, state_dir: Path | str) -> StateStore:
-        return cls(Path(state_dir) / "state.db")
+    def in_dir(cls, state_dir: Path | str, *, clock: Callable[[], datetime] = _utc_now) -> StateStore:
+        return cls(Path(state_dir) / "state.db", clock=clock)
+
+    def _open(self) -> sqlite3.Connection:
+        db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(_SCHEMA)
+            found = [row[0] for row in db.execute("PRAGMA quick_check").fetchall()]
+            if found != ["ok"]:
+                raise _Damaged("; ".join(map(str, found[:3])))
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _connect(self) -> sqlite3.Connection:
+        """Open the database; a damaged one is moved aside and a fresh one created."""
+        try:
+            return self._open()
+        except sqlite3.DatabaseError as exc:
+            if not is_corruption(exc):
+                raise StateStoreError(f"cannot open {self.path}: {exc}") from None
+            self._set_aside(exc)
+        try:
+            return self._open()
+        except sqlite3.DatabaseError as exc:
+            raise StateStoreError(f"cannot create {self.path}: {exc}") from None
+
+    def _set_aside(self, exc: BaseException) -> Path:
+        stamp = self.clock().astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        n = 1
+        while aside.exists():
+            aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{n}")
+            n += 1
+        try:
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                src = Path(f"{self.path}{suffix}")
+                if src.exists():
+                    os.replace(src, Path(f"{aside}{suffix}"))
+        except OSError as err:
+            raise StateStoreError(f"{self.path} is damaged ({exc}) and cannot be moved aside: "
+                                  f"{err.strerror or err}") from None
+        log.error("state store %s is damaged (%s): moved it aside to %s and started a fresh one "
+                  "(it holds run history and caches, which are rebuilt)", self.path, exc, aside.name)
+        return aside
+
+    def recover(self, exc: BaseException) -> Path:
+        """After ``exc`` showed the open database damaged: move it aside and start afresh; returns
+        where the damaged file went."""
+        with self._lock:
+            self._db.close()
+            aside = self._set_aside(exc)
+            try:
+                self._db = self._open()
+            except sqlite3.DatabaseError as err:
+                raise StateStoreError(f"cannot create {self.path}: {err}") from None
+            return aside
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

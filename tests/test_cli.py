@@ -7,13 +7,14 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pyarrow as pa
 import pyarrow.dataset as ds
@@ -22,6 +23,8 @@ import pytest
 import yaml
 
 from conftest import T0, hour_dir, model_config
+from detectors.base import Context, Detector, Finding
+from detectors.registry import Registry
 from monitor.cli import main
 
 FINDING_KEYS = {"model", "detector", "kind", "target", "statistic", "value", "threshold", "p_value", "status",
@@ -367,3 +370,152 @@ def test_check_and_a_daemon_run_never_import_pandas(tmp_path: Path, sink: Path) 
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["rc"] == 1 and report["findings"] > 50 and report["outcome"] == "success", report
     assert not report["after_check"] and not report["after_run"], report
+
+
+# --------------------------------------------------------------------------- unexpected errors never exit 1
+
+class _BrokenPlugin(Detector):
+    """A third-party detector with a bug: summarising the reference raises."""
+
+    name: ClassVar[str] = "broken"
+    kind: ClassVar = "drift"
+    applies_to = frozenset({"numeric"})
+
+    def summarise(self, reference: Any) -> Any:
+        raise RuntimeError("plugin bug while summarising")
+
+    def score(self, summary: Any, current: Any, *, context: Context) -> list[Finding]:
+        return []
+
+
+class _FailingScorePlugin(Detector):
+    """A third-party detector with a bug: scoring raises (the evaluation goes on without its findings)."""
+
+    name: ClassVar[str] = "failing"
+    kind: ClassVar = "drift"
+    applies_to = frozenset({"numeric"})
+
+    def score(self, summary: Any, current: Any, *, context: Context) -> list[Finding]:
+        raise RuntimeError("plugin bug while scoring")
+
+
+class _CrashingPlugin(Detector):
+    """A third-party detector whose parameter check itself crashes."""
+
+    name: ClassVar[str] = "crashing"
+    kind: ClassVar = "drift"
+
+    @classmethod
+    def parameter_problems(cls, params: Any) -> dict[str, str]:
+        raise RuntimeError("plugin bug while validating")
+
+    def score(self, summary: Any, current: Any, *, context: Context) -> list[Finding]:
+        return []
+
+
+def test_check_a_timestamp_column_of_floats_exits_2_naming_the_model(cli: Cli, tmp_path: Path, sink: Path) -> None:
+    m = model_config(pred_path=str(sink), reference={"start": T0.isoformat(),
+                                                     "end": (T0 + timedelta(hours=24)).isoformat()})
+    m["predictions"]["timestamp"] = "x0"  # a float column
+    config = write_config(tmp_path / "c.yaml", state_dir=str(tmp_path / "state"), models=[m])
+    code, _, err = cli("check", "--config", config, "--at", iso(SHIFTED), "--format", "json")
+    assert code == 2, err
+    assert any(line.startswith("atalaia: model m1: ") for line in err.splitlines()), err
+    assert "Traceback" not in err
+
+
+def test_check_an_unexpected_error_exits_2_naming_the_model_and_logs_the_traceback_at_debug(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path, sink: Path) -> None:
+    reference = {"start": T0.isoformat(), "end": (T0 + timedelta(hours=24)).isoformat()}
+    registry = Registry(extra={"broken": _BrokenPlugin})
+    for level in ("info", "debug"):
+        config = write_config(tmp_path / f"{level}.yaml", state_dir=str(tmp_path / "state"), log={"level": level},
+                              models=[model_config(pred_path=str(sink), reference=reference,
+                                                   detectors=[{"type": "psi"}, {"type": "broken"}])])
+        capsys.readouterr()
+        code = main(["check", "--config", str(config), "--at", iso(SHIFTED)], stdout=io.StringIO(), registry=registry)
+        err = capsys.readouterr().err
+        assert code == 2, err
+        assert "atalaia: model m1: RuntimeError: plugin bug while summarising" in err.splitlines(), err
+        if level == "debug":  # log: {level: debug} shows the traceback behind the message
+            assert "Traceback" in err and 'raise RuntimeError("plugin bug while summarising")' in err, err
+
+
+def test_check_a_failing_detector_exits_2_naming_the_model(cli: Cli, tmp_path: Path, sink: Path) -> None:
+    """Findings with a detector missing are incomplete: exit 2, not 1 for the other detector's alert."""
+    reference = {"start": T0.isoformat(), "end": (T0 + timedelta(hours=24)).isoformat()}
+    config = write_config(tmp_path / "c.yaml", state_dir=str(tmp_path / "state"), models=[model_config(
+        pred_path=str(sink), reference=reference, detectors=[{"type": "psi"}, {"type": "failing"}])])
+    out = io.StringIO()
+    code = main(["check", "--config", str(config), "--at", iso(SHIFTED), "--format", "json"], stdout=out,
+                registry=Registry(extra={"failing": _FailingScorePlugin}))
+    assert code == 2
+    assert any(f["status"] == "alert" for f in json_findings(out.getvalue()))  # psi's findings are printed
+
+
+def test_any_command_that_crashes_exits_2_not_1(cli: Cli, tmp_path: Path) -> None:
+    config = write_config(tmp_path / "c.yaml", models=[_bad_model(detectors=[{"type": "crashing"}])])
+    out = io.StringIO()
+    code = main(["validate", "--config", str(config)], stdout=out, registry=Registry(extra={"crashing": _CrashingPlugin}))
+    assert code == 2
+
+
+def test_a_crash_message_names_the_command_and_the_error(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    config = write_config(tmp_path / "c.yaml", models=[_bad_model(detectors=[{"type": "crashing"}])])
+    capsys.readouterr()
+    main(["validate", "--config", str(config)], stdout=io.StringIO(), registry=Registry(extra={"crashing": _CrashingPlugin}))
+    err = capsys.readouterr().err
+    assert err.strip() == "atalaia: validate failed: RuntimeError: plugin bug while validating"
+
+
+# --------------------------------------------------------------------------- validate warnings, --listen, logs
+
+def test_validate_warns_that_alert_routes_are_not_delivered(cli: Cli, tmp_path: Path) -> None:
+    config = write_config(tmp_path / "c.yaml", models=[_bad_model(alerts={"for": 2, "routes": ["chat"]})],
+                          alerting={"routes": {"chat": {"type": "webhook", "url": "http://127.0.0.1:9/hook"}}})
+    code, out, err = cli("validate", "--config", config)
+    assert code == 0 and "ok" in out
+    (line,) = err.splitlines()
+    assert line.startswith("atalaia: warning: alert routes are configured (chat)"), line
+    assert "not deliver" in line and "deploy/prometheus" in line and "Alertmanager" in line
+
+
+@pytest.mark.parametrize(("listen", "needle"), [
+    ("localhost", "got 'localhost'"), ("::1:9108", "got '::1:9108'"), ("127.0.0.1:http", "got '127.0.0.1:http'")])
+def test_listen_flag_is_checked_like_server_listen(capsys: pytest.CaptureFixture[str], config_file: Path,
+                                                   listen: str, needle: str) -> None:
+    for command in (["run", "--config", str(config_file)], ["demo", "--no-run"]):
+        with pytest.raises(SystemExit) as exit_:
+            main([*command, "--listen", listen])
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err
+        assert "--listen" in err and "must be HOST:PORT" in err and needle in err, err
+
+
+def test_run_with_a_state_dir_under_a_regular_file_exits_2_naming_it(cli: Cli, tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("x")
+    config = write_config(tmp_path / "c.yaml", state_dir=str(tmp_path / "afile" / "state"),
+                          models=[_bad_model()])
+    for command in ("validate", "run"):
+        code, _, err = cli(command, "--config", config, "--listen", "127.0.0.1:0") if command == "run" \
+            else cli(command, "--config", config)
+        assert code == 2, err
+        assert "state_dir" in err and "not a folder" in err, err
+
+
+def test_text_logs_are_stamped_in_utc_with_z_whatever_the_local_zone() -> None:
+    code = ("import logging, time\n"
+            "from monitor.logs import setup_logging\n"
+            "setup_logging(fmt='text', level='info')\n"
+            "print(time.strftime('%z'), flush=True)\n"
+            "logging.getLogger('atalaia.test').info('hello')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env=os.environ | {"TZ": "Asia/Kolkata"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "+0530", "the local zone is not set: the test would prove nothing"
+    (line,) = done.stderr.splitlines()
+    stamp, level, logger, message = line.split(" ", 3)
+    assert (level, logger, message) == ("INFO", "atalaia.test:", "hello")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", stamp), stamp
+    when = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    assert abs((datetime.now(UTC) - when).total_seconds()) < 60

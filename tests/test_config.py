@@ -157,7 +157,7 @@ def test_design_example_with_cron_and_the_other_reference_kinds() -> None:
         cfg = parse_config(data, env=env, registry=registry_with_fairness())
         m = cfg.models[0]
         assert m.schedule.cron == "*/15 * * * *"
-        assert m.schedule.nominal_interval == timedelta(minutes=15)
+        assert m.schedule.longest_interval(start=datetime(2026, 11, 28, 10, tzinfo=UTC)) == timedelta(minutes=15)
         if "rolling" in ref:
             assert m.reference.rolling == timedelta(days=7)
         else:
@@ -372,6 +372,18 @@ MISTAKES: list[tuple[str, Mutate, str, list[str], bool]] = [
     ("bad_task", _set("models[0].predictions.task", "ranking"), "models[0].predictions.task",
      ["regression", "got 'ranking'"], True),
     ("bad_listen", _set("server", {"listen": "localhost"}), "server.listen", ["HOST:PORT", "got 'localhost'"], True),
+    ("bad_listen_ipv6_unbracketed", _set("server", {"listen": "::1:9108"}), "server.listen",
+     ["[::1]:9108", "got '::1:9108'"], True),
+    ("bad_listen_not_ipv6_in_brackets", _set("server", {"listen": "[localhost]:9108"}), "server.listen",
+     ["got '[localhost]:9108'"], True),
+    ("huge_duration", _set("models[0].window", "99999999999d"), "models[0].window",
+     ["at most 36500d", "got '99999999999d'"], True),
+    ("cron_never_fires", _set("models[0].schedule", {"cron": "0 0 31 2 *"}), "models[0].schedule.cron",
+     ["fires", "got '0 0 31 2 *'"], True),
+    ("bad_cron_weekday", _set("models[0].schedule", {"cron": "0 9 * * 8"}), "models[0].schedule.cron",
+     ["five-field", "got '0 9 * * 8'"], True),
+    ("duplicate_detector", _set("models[0].detectors", [{"type": "psi"}, {"type": "psi", "features": ["x1"]}]),
+     "models[0].detectors[1]", ["models[0].detectors[0]", "x1", "got a second 'psi'"], True),
     ("bad_log_format", _set("log", {"format": "xml"}), "log.format", ["json", "got 'xml'"], True),
     ("no_detectors", _set("models[0].detectors", []), "models[0].detectors", ["at least 1", "got 0"], True),
     # key-level mistakes: documented wording ("is required" / "is not a known key")
@@ -506,3 +518,214 @@ def test_config_error_is_a_value_error_listing_every_problem() -> None:
         "models[0].schedule", "models[0].predictions", "models[0].features", "models[0].reference",
         "models[0].detectors"}
     assert isinstance(parse_config({"models": [base_model()]}), Config)
+
+
+# --------------------------------------------------------------------------- cron schedules (crontab(5) meaning)
+
+_CRON_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+_CRON_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+
+
+def _cron_field(text: str, lo: int, hi: int, names: tuple[str, ...] = (), offset: int = 0) -> set[int]:
+    """One crontab(5) field as the set of values it selects: ``*``, N, N-M, lists and ``/step``."""
+    def value(v: str) -> int:
+        return names.index(v.lower()) + offset if v.lower() in names else int(v)
+
+    out: set[int] = set()
+    for item in text.split(","):
+        span, _, step = item.partition("/")
+        if span == "*":
+            a, b = lo, hi
+        elif "-" in span:
+            a, b = (value(v) for v in span.split("-"))
+        else:
+            a = b = value(span)
+        out |= set(range(a, b + 1, int(step) if step else 1))
+    return out
+
+
+def plain_cron(expr: str, start: datetime, end: datetime) -> list[datetime]:
+    """Every firing of ``expr`` in ``[start, end)`` by crontab(5)'s own rules (an independent oracle):
+    weekday 0 and 7 are Sunday, and when both day fields are restricted either one matching fires."""
+    minute, hour, dom, month, dow = expr.split()
+    mins, hours = _cron_field(minute, 0, 59), _cron_field(hour, 0, 23)
+    days, months = _cron_field(dom, 1, 31), _cron_field(month, 1, 12, _CRON_MONTHS, 1)
+    weekdays = {d % 7 for d in _cron_field(dow, 0, 7, _CRON_DAYS)}
+    either = not dom.startswith("*") and not dow.startswith("*")
+    out: list[datetime] = []
+    day = start.replace(hour=0, minute=0, second=0, microsecond=0)
+    while day < end:
+        by_dom, by_dow = day.day in days, (day.weekday() + 1) % 7 in weekdays
+        if day.month in months and ((by_dom or by_dow) if either else (by_dom and by_dow)):
+            out += [t for h in sorted(hours) for m in sorted(mins)
+                    if start <= (t := day.replace(hour=h, minute=m)) < end]
+        day += timedelta(days=1)
+    return out
+
+
+def trigger_firings(expr: str, start: datetime, end: datetime) -> list[datetime]:
+    from monitor.config import ScheduleConfig
+
+    from monitor.cron import firings
+
+    return firings(ScheduleConfig(cron=expr).trigger(), start, end)
+
+
+CRON_EXPRESSIONS = [
+    "0 9 * * 1-5", "30 18 * * 0", "0 0 * * 7", "15 10 * * mon,wed,fri", "0 12 * * SAT,sun", "*/20 9-17 * * 1-5",
+    "0 */6 * * */2", "5 4 1,15 * 5", "0 8 * * 5-7", "0 0 13 * fri", "45 23 * feb 1", "0 0 */10 * *",
+    "10 3 * * 0,3-4", "0 7 * * mon-fri/2", "*/15 9-17 * * *", "0 0 29 2 *",
+]
+
+
+@pytest.mark.parametrize("expr", CRON_EXPRESSIONS)
+@pytest.mark.parametrize("start", [datetime(2026, 11, 26, 13, 7, tzinfo=UTC), datetime(2028, 2, 20, 23, 50, tzinfo=UTC)],
+                         ids=["nov-2026", "feb-2028-leap"])
+def test_cron_fires_when_plain_cron_would(expr: str, start: datetime) -> None:
+    end = start + timedelta(days=100)
+    expected = plain_cron(expr, start, end)
+    assert expected or expr == "0 0 29 2 *", "the oracle found no firing: pick another expression or span"
+    assert trigger_firings(expr, start, end) == expected
+
+
+def test_cron_weekdays_count_from_sunday_as_in_crontab() -> None:
+    saturday = datetime(2026, 11, 28, 12, tzinfo=UTC)
+    assert saturday.strftime("%a") == "Sat"
+
+    def first(expr: str) -> str:
+        return trigger_firings(expr, saturday, saturday + timedelta(days=8))[0].strftime("%a %d %H:%M")
+
+    assert first("0 9 * * 1-5") == "Mon 30 09:00"      # APScheduler's own from_crontab: Tue 01
+    assert first("0 9 * * 0") == first("0 9 * * 7") == first("0 9 * * sun") == "Sun 29 09:00"
+    assert first("0 13 * * 6") == first("0 13 * * SAT") == "Sat 28 13:00"
+    assert {t.strftime("%a") for t in trigger_firings("0 9 * * 1-5", saturday, saturday + timedelta(days=14))} \
+        == {"Mon", "Tue", "Wed", "Thu", "Fri"}
+
+
+@pytest.mark.parametrize(("expr", "longest"), [
+    ("*/15 9-17 * * *", timedelta(hours=15, minutes=15)),   # 17:45 .. 09:00 the next day
+    ("*/5 * * * *", timedelta(minutes=5)),
+    ("30 2 * * *", timedelta(days=1)),
+    ("0 9 * * 1-5", timedelta(days=3)),                      # Friday .. Monday
+    ("0 9 * * 1", timedelta(days=7)),
+    ("0 */6 * * */2", timedelta(hours=30)),                  # Sun 18:00 .. Tue 00:00
+    ("0 0 1 * *", timedelta(days=31)),                       # Dec 1 .. Jan 1
+])
+def test_cron_interval_is_the_longest_gap_between_firings_over_the_next_week(expr: str, longest: timedelta) -> None:
+    from monitor.config import ScheduleConfig
+
+    start = datetime(2026, 11, 28, 10, tzinfo=UTC)
+    got = ScheduleConfig(cron=expr).longest_interval(start=start)
+    assert got == longest
+    # against the oracle: every gap between the firings from start's day through 7 days on, and the next
+    firings = plain_cron(expr, start.replace(hour=0), start + timedelta(days=40))
+    day8 = start.replace(hour=0) + timedelta(days=8)
+    pairs = [(a, b) for a, b in zip(firings, firings[1:], strict=False) if a < day8]
+    assert max(b - a for a, b in pairs) == got
+    assert ScheduleConfig(every="90s").longest_interval(start=start) == timedelta(seconds=90)
+
+
+# --------------------------------------------------------------------------- duplicate series, cross-checks
+
+def test_a_detector_type_twice_on_one_model_with_overlapping_targets_is_refused() -> None:
+    data = _valid()
+    data["models"][0]["detectors"] = [
+        {"type": "psi"},                                  # every numeric and categorical column, score, pred
+        {"type": "ks", "features": ["x0"]},
+        {"type": "psi", "features": ["x1"], "warn": 0.05, "alert": 0.1},  # x1 again: duplicate series
+        {"type": "ks", "features": ["x1"]},               # disjoint from the first ks: fine
+        {"type": "multivariate", "features": ["x0"]},
+        {"type": "multivariate", "features": ["x1"]},     # one target whatever its features: duplicate
+    ]
+    data["models"][1]["detectors"] = [{"type": "ks", "features": ["x0"]}, {"type": "ks", "features": ["x0"]}]
+    data["models"][1]["window"] = "1 hour"                # an unrelated mistake, reported as well
+    with pytest.raises(ConfigError) as exc:
+        parse_config(data, env=ENV)
+    found = problems_of(exc)
+    assert set(found) == {"models[0].detectors[2]", "models[0].detectors[5]", "models[1].detectors[1]",
+                          "models[1].window"}, exc.value.problems
+    (msg,) = found["models[0].detectors[2]"]
+    assert "models[0].detectors[0]" in msg and "x1" in msg and FORM.match(msg), msg
+    assert "models[0].detectors[4]" in found["models[0].detectors[5]"][0]
+    assert "x0" in found["models[1].detectors[1]"][0]
+
+    # disjoint features of one type, and one type per model, are fine
+    ok = _valid()
+    ok["models"][0]["detectors"] = [{"type": "psi", "features": ["x0", "c"]}, {"type": "psi", "features": ["x1"]},
+                                    {"type": "ks"}]
+    parse_config(ok, env=ENV)
+
+
+def test_cross_checks_are_reported_for_a_model_that_has_other_errors_too() -> None:
+    data = _valid()
+    m = data["models"][0]
+    m["window"] = "5x"                                                   # a schema error in the same model
+    m["predictions"] = {"path": "p", "id": "id", "timestamp": "ts", "prediction": "pred", "task": "ranking"}
+    m["alerts"] = {"for": 2, "routes": ["pager"]}                        # unknown route
+    m["detectors"] = [{"type": "psi", "features": ["x0", "income"]}, {"type": "psi"}]  # unknown column, duplicate
+    m["sensitive"] = ["ts"]                                              # the timestamp column
+    with pytest.raises(ConfigError) as exc:
+        parse_config(data, env=ENV)
+    found = problems_of(exc)
+    assert {"models[0].window", "models[0].predictions.task", "models[0].alerts.routes[0]",
+            "models[0].detectors[0].features", "models[0].detectors[1]", "models[0].sensitive[0]"} <= set(found), \
+        exc.value.problems
+
+
+def test_a_rolling_reference_shorter_than_the_window_is_reported_beside_other_errors() -> None:
+    data = _valid()
+    data["models"][0] |= {"window": "2h", "reference": {"rolling": "1h"}, "colour": "red"}
+    with pytest.raises(ConfigError) as exc:
+        parse_config(data, env=ENV)
+    assert {"models[0].reference.rolling", "models[0].colour"} <= set(problems_of(exc))
+
+
+# --------------------------------------------------------------------------- state_dir and listen
+
+@pytest.mark.parametrize("layout", ["under_a_file", "is_a_file"])
+def test_a_state_dir_that_cannot_be_a_folder_is_a_config_problem(tmp_path: Path, layout: str) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    state_dir = str(afile / "state") if layout == "under_a_file" else str(afile)
+    data = {"state_dir": state_dir, "models": [base_model()]}
+    with pytest.raises(ConfigError) as exc:
+        parse_config(data)
+    (msg,) = problems_of(exc)["state_dir"]
+    assert FORM.match(msg) and repr(state_dir) in msg and "not a folder" in msg, msg
+    # a folder that does not exist yet (under one that does) is fine: the daemon creates it
+    parse_config({"state_dir": str(tmp_path / "new" / "state"), "models": [base_model()]})
+
+
+def test_relative_state_dir_is_checked_against_the_config_folder(tmp_path: Path) -> None:
+    (tmp_path / "state").write_text("a file where the state folder should be")
+    (tmp_path / "atalaia.yaml").write_text(yaml.safe_dump({"state_dir": "state", "models": [base_model()]}))
+    with pytest.raises(ConfigError) as exc:
+        load_config(tmp_path / "atalaia.yaml")
+    assert "state_dir" in problems_of(exc)
+
+
+def test_listen_addresses() -> None:
+    from monitor.config import parse_listen
+
+    assert parse_listen("0.0.0.0:9108") == ("0.0.0.0", 9108)
+    assert parse_listen("localhost:0") == ("localhost", 0)
+    assert parse_listen("[::1]:9108") == ("::1", 9108)
+    assert parse_listen("[::]:80") == ("::", 80)
+    assert parse_listen(":9108") == ("0.0.0.0", 9108)
+    for bad in ("localhost", "9108", "host:99999", "::1:9108", "[::1]", "[::1:9108", "[127.0.0.1]:9108",
+                "host:port", "a b:1"):
+        with pytest.raises(ValueError, match="HOST:PORT"):
+            parse_listen(bad)
+    cfg = parse_config({"server": {"listen": "[::1]:9200"}, "models": [base_model()]})
+    assert cfg.server.host_port == ("::1", 9200)
+
+
+def test_alert_routes_warning_names_the_configured_routes() -> None:
+    from monitor.config import alert_routes_warning
+
+    cfg = parse_config(_valid(), env=ENV)
+    warning = alert_routes_warning(cfg)
+    assert warning is not None
+    assert "chat" in warning and "not deliver" in warning and "deploy/prometheus" in warning
+    assert (REPO / "deploy" / "prometheus" / "atalaia-rules.yml").is_file()
+    assert alert_routes_warning(parse_config({"models": [base_model()]})) is None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import re
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -23,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families as parse_tex
 from conftest import free_port, model_config, write_hourly_sink
 from detectors.base import STATUSES, Finding
 from monitor.config import parse_config
-from monitor.exporter import FindingsCollector, LatestFindings, MetricsServer
+from monitor.exporter import FindingsCollector, LatestFindings, ListenError, MetricsServer
 from monitor.scheduler import Daemon
 
 WINDOW_END = datetime(2026, 11, 21, 20, tzinfo=UTC)
@@ -190,6 +191,53 @@ def test_metrics_server_endpoints_and_content_negotiation() -> None:
             assert http.get("/nothing-here").status_code == 404
     finally:
         server.stop()
+
+
+def test_schedule_interval_is_the_longest_gap_between_runs(tmp_path: Path) -> None:
+    """A cron schedule idle at night reports the night (the stale-run rule is 3 x this), an interval itself."""
+    saturday_noon = datetime(2026, 11, 28, 12, tzinfo=UTC)
+    cfg = parse_config({"state_dir": str(tmp_path / "state"), "models": [
+        model_config(name="office", pred_path=str(tmp_path / "preds"), reference={"rolling": "1d"}, every="5m")
+        | {"schedule": {"cron": "*/15 9-17 * * *"}},
+        model_config(name="weekdays", pred_path=str(tmp_path / "preds"), reference={"rolling": "1d"})
+        | {"schedule": {"cron": "0 9 * * 1-5"}},
+        model_config(name="steady", pred_path=str(tmp_path / "preds"), reference={"rolling": "1d"}, every="5m")]})
+    daemon = Daemon(config=cfg, clock=lambda: saturday_noon)
+    try:
+        text = generate_latest(daemon.metrics_registry).decode()
+    finally:
+        daemon.state.close()
+    smp = samples(text)
+    assert value(smp, "atalaia_schedule_interval_seconds", model="office") == 15 * 3600 + 15 * 60
+    assert value(smp, "atalaia_schedule_interval_seconds", model="weekdays") == 3 * 86400
+    assert value(smp, "atalaia_schedule_interval_seconds", model="steady") == 300
+    (help_line,) = [line for line in text.splitlines() if line.startswith("# HELP atalaia_schedule_interval_seconds")]
+    assert "longest gap" in help_line and "7 days" in help_line
+
+
+def test_metrics_server_listens_on_ipv6() -> None:
+    registry = CollectorRegistry()
+    Counter("atalaia_things", "Things.", registry=registry).inc()
+    server = MetricsServer(registry=registry, host="::1", port=0, ready=lambda: (True, "ready"))
+    server.start()
+    try:
+        host, port = server.address
+        assert host == "::1" and server.url_host == f"[::1]:{port}"
+        r = httpx.get(f"http://[::1]:{port}/metrics", timeout=5)
+        assert r.status_code == 200 and "atalaia_things_total 1.0" in r.text
+    finally:
+        server.stop()
+
+
+def test_metrics_server_that_cannot_bind_raises_listen_error_naming_the_address() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        with pytest.raises(ListenError) as exc:
+            MetricsServer(registry=CollectorRegistry(), host="127.0.0.1", port=port, ready=lambda: (True, ""))
+    assert str(exc.value) == f"cannot listen on 127.0.0.1:{port}: Address already in use"
+    assert isinstance(exc.value, OSError)
+    with pytest.raises(ListenError, match=r"cannot listen on no-such-host\.invalid:9108: "):
+        MetricsServer(registry=CollectorRegistry(), host="no-such-host.invalid", port=9108, ready=lambda: (True, ""))
 
 
 # --------------------------------------------------------------------------- a running daemon

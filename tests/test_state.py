@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import pickle
 import sqlite3
 import threading
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from detectors.base import Finding
-from monitor.state import RunRecord, StateStore
+from monitor.state import RunRecord, StateStore, StateStoreError, is_corruption
 from tests.conftest import T0
 
 
@@ -197,3 +198,104 @@ def test_run_times_keep_their_timezone(store: StateStore) -> None:
     (r,) = store.runs("m1")
     assert r.window_end == datetime(2026, 11, 20, 1, 0, 0, 123456, tzinfo=UTC)
     assert r.window_end.utcoffset() == timedelta(0)
+
+
+# --------------------------------------------------------------------------- a damaged or unusable store
+
+STAMP = datetime(2026, 11, 27, 12, 30, 5, tzinfo=UTC)
+
+
+def tear_a_page(db: Path, *, page: int) -> None:
+    """Overwrite one page of a closed database with noise, as a torn write would leave it."""
+    size = sqlite3.connect(db).execute("PRAGMA page_size").fetchone()[0]
+    assert db.stat().st_size >= (page + 1) * size, "the database is too small for that page"
+    with db.open("r+b") as f:
+        f.seek(page * size)
+        f.write(bytes((i * 131 + 17) % 256 for i in range(size)))
+
+
+@pytest.mark.parametrize("damage", ["random_bytes", "torn_page"])
+def test_a_damaged_database_is_moved_aside_and_a_fresh_one_created(
+        tmp_path: Path, damage: str, caplog: pytest.LogCaptureFixture) -> None:
+    state = tmp_path / "state"
+    db = state / "state.db"
+    if damage == "random_bytes":
+        state.mkdir()
+        db.write_bytes(bytes((i * 7919) % 251 for i in range(8192)))
+    else:
+        s = StateStore.in_dir(state)
+        for h in range(1, 200):
+            s.record_run(run(end=T0 + timedelta(hours=h), error="e" * 500), [finding()])
+        s.close()
+        assert not Path(f"{db}-wal").exists() or Path(f"{db}-wal").stat().st_size == 0
+        tear_a_page(db, page=5)
+        raw = sqlite3.connect(db)
+        try:  # SQLite opens it, and finds it damaged only when it reads that page
+            assert raw.execute("PRAGMA quick_check").fetchall() != [("ok",)]
+        finally:
+            raw.close()
+    damaged = db.read_bytes()
+
+    with caplog.at_level(logging.ERROR, logger="atalaia.state"):
+        s = StateStore.in_dir(state, clock=lambda: STAMP)
+    try:
+        aside = state / "state.db.corrupt-20261127T123005Z"
+        assert aside.read_bytes() == damaged, sorted(p.name for p in state.iterdir())
+        (rec,) = [r for r in caplog.records if r.levelno == logging.ERROR]
+        assert str(db) in rec.getMessage() and aside.name in rec.getMessage()
+        # the fresh store works and starts empty
+        assert s.runs("m1") == [] and s.latest_findings() == {}
+        s.record_run(run(), [finding()])
+        assert len(s.runs("m1")) == 1
+    finally:
+        s.close()
+    # a second damage the same second does not overwrite the first one set aside
+    db.write_bytes(b"not sqlite either" * 100)
+    StateStore.in_dir(state, clock=lambda: STAMP).close()
+    assert (state / "state.db.corrupt-20261127T123005Z-1").read_bytes() == b"not sqlite either" * 100
+    assert aside.read_bytes() == damaged
+
+
+def test_recover_replaces_an_open_store(tmp_path: Path) -> None:
+    s = StateStore.in_dir(tmp_path, clock=lambda: STAMP)
+    try:
+        s.record_run(run(), [finding()])
+        aside = s.recover(sqlite3.DatabaseError("database disk image is malformed"))
+        assert aside.name == "state.db.corrupt-20261127T123005Z" and aside.exists()
+        assert s.runs("m1") == []
+        s.record_run(run(), [finding()])
+        assert len(s.runs("m1")) == 1
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize("layout", ["under_a_file", "db_is_a_folder"])
+def test_an_unusable_folder_raises_a_state_store_error_naming_it(tmp_path: Path, layout: str) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    if layout == "under_a_file":
+        where, needle = afile / "state", "Not a directory"
+    else:
+        where = tmp_path / "state"
+        (where / "state.db").mkdir(parents=True)
+        needle = "unable to open"
+    with pytest.raises(StateStoreError) as exc:
+        StateStore.in_dir(where)
+    assert isinstance(exc.value, OSError)
+    assert str(where) in str(exc.value) and needle in str(exc.value)
+    assert not list(where.glob("state.db.corrupt-*")) if where.is_dir() else True
+
+
+def test_is_corruption_tells_damage_from_other_errors() -> None:
+    assert is_corruption(sqlite3.DatabaseError("file is not a database")) is True
+    assert is_corruption(sqlite3.DatabaseError("database disk image is malformed")) is True
+    assert is_corruption(sqlite3.DatabaseError("something else")) is False
+    assert is_corruption(sqlite3.OperationalError("database is locked")) is False
+    assert is_corruption(ValueError("no")) is False
+    con = sqlite3.connect(":memory:")
+    try:
+        with pytest.raises(sqlite3.OperationalError) as exc:
+            con.execute("SELECT * FROM nowhere")
+        assert is_corruption(exc.value) is False
+    finally:
+        con.close()
