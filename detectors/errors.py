@@ -13,7 +13,13 @@ __all__ = [
     "SourceError",
     "SourceTimeout",
     "LabelCardinalityError",
+    "SOURCE_ERROR_REASONS",
 ]
+
+#: the ``reason`` of every :class:`SourceError` atalaia raises (the ``reason`` label of
+#: ``atalaia_source_errors_total``, whose series are created at zero for each so that the first error
+#: of a kind is an increase a rule can see)
+SOURCE_ERROR_REASONS = ("corrupt", "missing", "missing_column", "retyped_column", "timeout", "unreachable", "read")
 
 
 class AtalaiaError(Exception):

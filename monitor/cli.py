@@ -20,7 +20,7 @@ from typing import TextIO
 from detectors.errors import ConfigError, SourceError
 from detectors.registry import Registry
 
-from .config import Config, alert_routes_warning, load_config, parse_listen
+from .config import Config, config_warnings, load_config, parse_listen
 from .durations import parse_time
 from .exporter import ListenError
 from .logs import setup_logging
@@ -105,8 +105,7 @@ def _validate(args: argparse.Namespace, out: TextIO, registry: Registry | None) 
     cfg = load_config(args.config, registry=registry)
     print(f"{args.config}: ok ({len(cfg.models)} model{'s' if len(cfg.models) != 1 else ''}: "
           f"{', '.join(m.name for m in cfg.models)})", file=out)
-    warning = alert_routes_warning(cfg)
-    if warning:
+    for warning in config_warnings(cfg):
         print(f"atalaia: warning: {warning}", file=sys.stderr)
     return EXIT_OK
 

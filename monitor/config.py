@@ -48,7 +48,7 @@ from detectors.registry import Registry
 from .cron import crontab_trigger, longest_gap
 from .durations import format_duration, parse_duration, parse_time
 
-__all__ = ["Config", "ModelConfig", "load_config", "parse_config", "parse_listen", "alert_routes_warning", "Duration"]
+__all__ = ["Config", "ModelConfig", "load_config", "parse_config", "parse_listen", "alert_routes_warning", "config_warnings", "Duration"]
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 Time = Annotated[datetime, BeforeValidator(parse_time)]
@@ -551,6 +551,15 @@ def _state_dir_problems(data: dict[str, Any], base_dir: str | None) -> list[tupl
     # whether it is writable is left to the daemon's start (exit 2 naming state_dir): a configuration
     # is often validated on another machine (CI, a laptop) than the one it runs on
     return []
+
+
+def config_warnings(config: Config) -> list[str]:
+    """Settings this release accepts but does not act on, each said once (``validate`` prints them,
+    ``run`` and ``demo`` log them): alert routes, and ground truth, which no detector reads yet."""
+    out = [w for w in [alert_routes_warning(config)] if w]
+    out += [f"models[{i}].ground_truth ({m.name}): accepted but not read: this release has no accuracy or "
+            "fairness detector that uses labels" for i, m in enumerate(config.models) if m.ground_truth is not None]
+    return out
 
 
 def alert_routes_warning(config: Config) -> str | None:

@@ -36,7 +36,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from detectors.base import STATUSES, Finding
-from detectors.errors import AtalaiaError
+from detectors.errors import SOURCE_ERROR_REASONS, AtalaiaError
 
 __all__ = ["Telemetry", "FindingsCollector", "MetricsServer", "LatestFindings", "ListenError"]
 
@@ -115,10 +115,14 @@ class Telemetry:
                                  registry=registry)
 
     def prime(self, models: Iterable[str], outcomes: Iterable[str]) -> None:
-        """Create every model's series at zero so rates and absences are well defined from the start."""
+        """Create every model's series at zero so rates and absences are well defined from the start
+        (a counter first seen at 1 has no increase for ``increase()`` to find)."""
         for m in models:
             for o in outcomes:
                 self.runs.labels(m, o)
+            for reason in SOURCE_ERROR_REASONS:
+                self.source_errors.labels(m, reason)
+            self.label_cap.labels(m)
             self.rows.labels(m)
             self.duration.labels(m)
 

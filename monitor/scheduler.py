@@ -44,7 +44,7 @@ from prometheus_client import CollectorRegistry
 from detectors.errors import SourceError, SourceTimeout
 from detectors.registry import Registry
 
-from .config import Config, ModelConfig, alert_routes_warning, parse_listen
+from .config import Config, ModelConfig, config_warnings, parse_listen
 from .evaluate import REFERENCE_FILE, Evaluation, Evaluator, cache_version
 from .exporter import FindingsCollector, LatestFindings, MetricsServer, Telemetry
 from .partition_store import PartitionStore
@@ -281,8 +281,7 @@ class Daemon:
         """Serve the HTTP endpoints and start the schedule; an address that cannot be bound raises
         :class:`~.exporter.ListenError`."""
         host, port = parse_listen(self.listen)
-        warning = alert_routes_warning(self.config)
-        if warning:
+        for warning in config_warnings(self.config):
             log.warning("%s", warning)
         self.server = MetricsServer(registry=self.metrics_registry, host=host, port=port, ready=self.readiness)
         self.server.start()

@@ -729,3 +729,14 @@ def test_alert_routes_warning_names_the_configured_routes() -> None:
     assert "chat" in warning and "not deliver" in warning and "deploy/prometheus" in warning
     assert (REPO / "deploy" / "prometheus" / "atalaia-rules.yml").is_file()
     assert alert_routes_warning(parse_config({"models": [base_model()]})) is None
+
+
+def test_ground_truth_is_warned_about_while_no_detector_reads_labels() -> None:
+    from monitor.config import config_warnings
+
+    plain = base_model()
+    labelled = base_model("m2", ground_truth={"path": "labels", "id": "id", "label": "y", "timestamp": "ts"})
+    assert config_warnings(parse_config({"models": [plain]})) == []
+    warnings = config_warnings(parse_config({"models": [plain, labelled]}))
+    assert warnings == ["models[1].ground_truth (m2): accepted but not read: this release has no accuracy or "
+                        "fairness detector that uses labels"]

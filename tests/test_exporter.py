@@ -23,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families as parse_tex
 
 from conftest import free_port, model_config, write_hourly_sink
 from detectors.base import STATUSES, Finding
+from detectors.errors import SOURCE_ERROR_REASONS
 from monitor.config import parse_config
 from monitor.exporter import FindingsCollector, LatestFindings, ListenError, MetricsServer
 from monitor.scheduler import Daemon
@@ -162,6 +163,22 @@ def test_label_cap_counter_shows_the_drop_in_the_scrape_that_drops(idle_daemon: 
     assert len({dict(k[1])["group"] for k in smp if k[0] == "atalaia_finding_value"} - {""}) == 2
     assert (value(smp, "atalaia_label_cap_exceeded_total", model="m1") or 0) >= 2, \
         "findings were left out of this exposition but atalaia_label_cap_exceeded_total does not show it"
+
+
+def test_error_counters_start_at_zero_so_the_first_error_is_an_increase(idle_daemon: Daemon) -> None:
+    """A counter series first exposed at 1 has no increase() for a rule or a panel to see: every model's
+    source-error series (each reason atalaia raises) and label-cap series are exposed at 0 from the start."""
+    smp = samples(generate_latest(idle_daemon.metrics_registry).decode())
+    for reason in SOURCE_ERROR_REASONS:
+        assert value(smp, "atalaia_source_errors_total", model="m1", reason=reason) == 0.0, reason
+    assert value(smp, "atalaia_label_cap_exceeded_total", model="m1") == 0.0
+
+
+def test_every_source_error_reason_raised_is_primed() -> None:
+    raised = set()
+    for path in (Path(__file__).resolve().parents[1] / "monitor").rglob("*.py"):
+        raised |= set(re.findall(r'reason="([a-z_]+)"', path.read_text()))
+    assert raised and raised <= set(SOURCE_ERROR_REASONS), raised - set(SOURCE_ERROR_REASONS)
 
 
 # --------------------------------------------------------------------------- the HTTP server
