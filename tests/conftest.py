@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import socket
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -46,6 +47,24 @@ def write_hourly_sink(root: Path, *, start: datetime, hours: int, rows_per_hour:
         part = hour_dir(root, t)
         part.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, part / "part-0.parquet")
+
+
+def naive_stop_loss_p(pooled: list[int], unseen: int, n: int) -> float:
+    """The unseen-category p-value of ``data_quality`` by loops, the oracle of its vectorised kernel: the
+    stop-loss bound min_a E(U* - a)_+ / (u - a), U* = sum t_c Z_c with independent
+    Z_c ~ Bernoulli(C(N - t_c, n) / C(N, n)) over the pooled category counts t_c."""
+    if unseen == 0:
+        return 1.0
+    big_n = sum(pooled)
+    dist = {0: 1.0}
+    for t in pooled:
+        q = math.comb(big_n - t, n) / math.comb(big_n, n)
+        new: dict[int, float] = {}
+        for x, pr in dist.items():
+            new[x] = new.get(x, 0.0) + pr * (1 - q)
+            new[x + t] = new.get(x + t, 0.0) + pr * q
+        dist = new
+    return min(1.0, *(sum((x - a) * pr for x, pr in dist.items() if x > a) / (unseen - a) for a in range(unseen)))
 
 
 def model_config(*, pred_path: str, reference: dict[str, Any], name: str = "m1", every: str = "5s",

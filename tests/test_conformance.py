@@ -32,6 +32,7 @@ from detectors.base import Batch, Context, Detector, Finding, batch_extras
 from detectors.errors import ParameterError
 from detectors.profile import CategoricalCounts, CategoricalReference, NumericCounts, NumericReference, Profile
 from detectors.registry import Registry
+from tests.conftest import naive_stop_loss_p
 
 REGISTRY = Registry()
 NAMES = REGISTRY.names()
@@ -767,7 +768,10 @@ def naive_quality(det: Detector, ref_profile: Profile, ref: Batch, cur: Batch) -
             total = k + kr
             pv = 1.0 if k == 0 else float(stats.binom.sf(k - 1, total, len(y) / (len(x) + len(y))))
             out[(col, stat)] = (k / len(y), pv)
-        pv = 1.0 if k_out == 0 else float(stats.binom.sf(k_out - 1, len(fin), 2 / (r.n + 1)))
+        # exact exchangeable null: K ~ BetaBinomial(m, 2, n - 1); summed by loops, integers
+        big_n = r.n + len(fin)
+        pv = sum((j + 1) * math.comb(big_n - j - 2, r.n - 2)
+                 for j in range(k_out, len(fin) + 1)) / math.comb(big_n, r.n) if k_out else 1.0
         out[(col, "out_of_range_rate")] = (k_out / len(fin), pv) if r.n >= 100 else (None, None)
     rc, cc = raw_categorical(ref), raw_categorical(cur)
     for col, r in ref_profile.categorical.items():
@@ -779,8 +783,8 @@ def naive_quality(det: Detector, ref_profile: Profile, ref: Batch, cur: Batch) -
         counts = {v: sum(1 for w in x if w == v) for v in seen}
         nonnull = [v for v in y if v is not None]
         unseen = sum(1 for v in nonnull if v not in seen)
-        p0 = (sum(1 for c in counts.values() if c == 1) + 1) / (r.n + 1)
-        pv = 1.0 if unseen == 0 else float(stats.binom.sf(unseen - 1, len(nonnull), p0))
+        pooled = [counts.get(v, 0) + sum(1 for w in nonnull if w == v) for v in seen | set(nonnull)]
+        pv = naive_stop_loss_p(pooled, unseen, r.n)
         out[(col, "unseen_rate")] = (unseen / len(nonnull), pv)
     return out
 

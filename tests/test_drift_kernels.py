@@ -44,6 +44,8 @@ from detectors.drift_numeric import (
 from detectors.multivariate import Multivariate
 from detectors.profile import CategoricalCounts, CategoricalReference, NumericCounts, NumericReference, Profile
 from detectors.quality import DataQuality
+from detectors.registry import Registry
+from tests.conftest import naive_stop_loss_p
 
 CTX = Context(model="m", window_start=datetime(2026, 1, 1, tzinfo=UTC), window_end=datetime(2026, 1, 1, 1, tzinfo=UTC))
 
@@ -622,3 +624,181 @@ def test_data_quality_reference_split_and_baselines() -> None:
     found = {f.statistic: f for f in det.score(ref_profile, Profile(n_rows=4000, numeric={"x": NumericCounts.of(y, ref)}),
                                                context=CTX)}
     assert found["missing_rate"].status == "alert" and found["missing_rate"].value == pytest.approx(0.1)
+
+
+# --------------------------------------------------------------------------- data quality: exact range and unseen tests
+# The out-of-range and unseen-category p-values put the reference's own sampling noise in the null
+# (detectors/quality.py): checked here against scipy distributions, exact enumeration and Monte Carlo
+# permutations.  Null and power runs are in tests/test_drift_calibration.py.
+
+import itertools  # noqa: E402  (this section's own imports, appended)
+
+from detectors import quality as dq  # noqa: E402
+
+
+def _zipf(k: int, a: float) -> np.ndarray:
+    w = 1.0 / np.arange(1, k + 1) ** a
+    return w / w.sum()
+
+
+def test_data_quality_out_of_range_p_equals_betabinom_nhypergeom_and_exact_sum() -> None:
+    """P(K >= k) for K ~ BetaBinomial(m, 2, n - 1) = NegHypergeom(N, m, 2).
+
+    Oracles: the log-sum of scipy's betabinom.logpmf over j >= k (1e-8 relative, down to 1e-300);
+    scipy's betabinom.sf and nhypergeom.sf to 1e-6 relative or 1e-9 absolute (they subtract a
+    summed cdf from 1: 4e-4 relative error at 2e-8, 4e-10 absolute at N = 1e6, against mpmath);
+    and the exact sum
+    sum_{j>=k} (j + 1) C(N-j-2, n-2) / C(N, n) with Python integers (1e-12).
+    """
+    for m, n in [(200, 50), (30, 5), (10_000, 100), (10_000, 200), (2_000, 2_000), (100_000, 300)]:
+        ks = sorted({1, 5, 2 * m // (n + 1), 4 * m // (n + 1) + 3, m // 10, m})
+        for k in ks:
+            got = dq.out_of_range_p(k, m, n)
+            sf = stats.betabinom.sf(k - 1, m, 2, n - 1)
+            assert got == pytest.approx(sf, rel=1e-6, abs=1e-9), (m, n, k)
+            assert got == pytest.approx(stats.nhypergeom.sf(k - 1, n + m, m, 2), rel=1e-6, abs=1e-9), (m, n, k)
+            tail = np.exp(special_logsumexp(stats.betabinom.logpmf(np.arange(k, m + 1), m, 2, n - 1)))
+            assert got == pytest.approx(tail, rel=1e-8, abs=1e-300), (m, n, k)
+    for m, n in [(50, 3), (120, 40), (300, 300)]:
+        big_n = n + m
+        for k in (1, 3, 10, m // 2, m):
+            exact = sum((j + 1) * math.comb(big_n - j - 2, n - 2) for j in range(k, m + 1)) / math.comb(big_n, n)
+            assert dq.out_of_range_p(k, m, n) == pytest.approx(exact, rel=1e-12), (m, n, k)
+    assert dq.out_of_range_p(0, 100, 100) == 1.0 and dq.out_of_range_p(5, 100, 1) == 1.0
+    assert dq.out_of_range_p(101, 100, 100) == 0.0
+
+
+def special_logsumexp(x: np.ndarray) -> float:
+    top = float(np.max(x))
+    return top + math.log(float(np.exp(x - top).sum()))
+
+
+def test_data_quality_out_of_range_p_matches_permutation_monte_carlo() -> None:
+    """The reference as a random n of the N pooled ranks (numpy permutations, 20 000 draws):
+    the share of draws with K >= k equals out_of_range_p within 4 standard errors, and the test's
+    rejection rate at 1 %, 5 % and 10 % equals the exact size P(p <= alpha) <= alpha."""
+    rng = np.random.default_rng(40)
+    n, m, draws = 20, 500, 20_000
+    big_n = n + m
+    ref_ranks = np.argsort(rng.random((draws, big_n)), axis=1)[:, :n]   # a uniform n-subset per draw
+    k = ref_ranks.min(axis=1) + (big_n - 1 - ref_ranks.max(axis=1))     # window values beyond both ends
+    for kk in (1, 10, 24, 48, 80, 130, 200):
+        p = dq.out_of_range_p(kk, m, n)
+        mc = float(np.mean(k >= kk))
+        assert abs(mc - p) <= 4 * math.sqrt(p * (1 - p) / draws) + 1e-4, (kk, mc, p)
+    p_all = np.array([dq.out_of_range_p(kk, m, n) for kk in range(m + 1)])
+    p_draw = p_all[k]
+    for alpha in (0.01, 0.05, 0.1):
+        size = float(p_all[p_all <= alpha].max())                        # exact size of the discrete test
+        rate = float(np.mean(p_draw <= alpha))
+        assert size <= alpha and abs(rate - size) <= 4 * math.sqrt(size * (1 - size) / draws), (alpha, rate, size)
+
+
+def test_data_quality_absent_probability_equals_hypergeom() -> None:
+    """q_t = C(N - t, n) / C(N, n) is scipy's hypergeom.pmf(0, N, t, n), to 1e-9 relative (0 for t > m)."""
+    for n, m in [(300, 10_000), (5_000, 10_000), (100, 1_000_000), (7, 5)]:
+        big_n = n + m
+        for t in (1, 2, 3, 10, 50, 333, 2_000, m, m + 1):
+            if t >= big_n:
+                continue
+            q = dq.absent_probability(np.array([t, big_n - t]), n)
+            for tt, qq in ((t, q[0]), (big_n - t, q[1])):
+                assert qq == pytest.approx(stats.hypergeom.pmf(0, big_n, tt, n), rel=1e-9, abs=1e-300), (n, m, tt)
+
+
+def test_data_quality_lattice_pmf_equals_binomial_and_enumeration() -> None:
+    """The FFT distribution of sum w_c Z_c: equal weights give w * Binomial(g, q) (scipy), distinct
+    weights the brute-force sum over all 2^K outcomes; to 1e-12."""
+    w, g, q = 7, 40, 0.3
+    pmf = dq._lattice_pmf(np.full(g, w), np.full(g, q))
+    assert pmf.size == w * g + 1
+    np.testing.assert_allclose(pmf[::w], stats.binom.pmf(np.arange(g + 1), g, q), rtol=1e-9, atol=1e-14)
+    assert np.abs(np.delete(pmf, np.arange(0, pmf.size, w))).max() < 1e-14
+    rng = np.random.default_rng(41)
+    weights = rng.integers(1, 30, 11)
+    probs = (0.2 + 0.7 * np.sin(weights) ** 2)  # equal weights share q, as absent_probability gives them
+    brute = np.zeros(int(weights.sum()) + 1)
+    for z in itertools.product((0, 1), repeat=weights.size):
+        zz = np.array(z)
+        brute[int(weights @ zz)] += float(np.prod(np.where(zz == 1, probs, 1 - probs)))
+    np.testing.assert_allclose(dq._lattice_pmf(weights, probs), brute, rtol=0, atol=1e-13)
+
+
+def _exact_permutation_p(pooled: list[int], unseen: int, n: int) -> float:
+    """P(U >= unseen) over every one of the C(N, n) references (items labelled by category)."""
+    labels = np.repeat(np.arange(len(pooled)), pooled)
+    t = np.array(pooled)
+    hits = total = 0
+    for ref in itertools.combinations(range(labels.size), n):
+        absent = np.ones(len(pooled), dtype=bool)
+        absent[labels[list(ref)]] = False
+        hits += int(t[absent].sum()) >= unseen
+        total += 1
+    return hits / total
+
+
+def test_data_quality_unseen_p_bounds_the_exact_permutation_p() -> None:
+    """Every reference enumerated (N <= 12): unseen_p is never below the exact permutation p-value,
+    and equals the loop-based stop-loss bound (1e-9 relative)."""
+    rng = np.random.default_rng(42)
+    checked = 0
+    for _ in range(40):
+        k = int(rng.integers(2, 6))
+        pooled = rng.multinomial(int(rng.integers(6, 13)), rng.dirichlet(np.ones(k))).tolist()
+        pooled = [t for t in pooled if t]
+        big_n = sum(pooled)
+        n = int(rng.integers(2, big_n - 1))
+        for unseen in range(1, big_n - n + 1):
+            exact = _exact_permutation_p(pooled, unseen, n)
+            got = dq.unseen_p(np.array(pooled), unseen, n)
+            assert got >= exact - 1e-12, (pooled, n, unseen, got, exact)
+            assert got == pytest.approx(naive_stop_loss_p(pooled, unseen, n), rel=1e-9, abs=1e-12)
+            checked += 1
+    assert checked > 100
+
+
+@pytest.mark.parametrize("lattice_max", [1 << 16, 64])  # exact lattice; rounded lattice + Chernoff bound
+def test_data_quality_unseen_p_against_monte_carlo_permutations(lattice_max: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Zipf(300) categories, 300-1000 reference values against 10 000, with and without new categories:
+    unseen_p is at least the exact permutation p-value estimated from 2 000 multivariate-hypergeometric
+    references (minus 4 standard errors), and at most 8 times it (plus 0.02): conservative, not useless."""
+    monkeypatch.setattr(dq, "LATTICE_MAX", lattice_max)
+    rng = np.random.default_rng(43)
+    w = _zipf(300, 1.05)
+    for n, new in [(300, 0), (300, 300), (1000, 150), (1000, 400)]:
+        m = 10_000
+        rc, cc = rng.multinomial(n, w), rng.multinomial(m - new, w)
+        pooled = np.r_[rc + cc, [new] if new else []].astype(np.int64)
+        unseen = int(cc[rc == 0].sum()) + new
+        keep = pooled > 0
+        draws = rng.multivariate_hypergeometric(pooled[keep], n, size=2000)
+        mc = float(np.mean(((draws == 0) * pooled[keep]).sum(axis=1) >= unseen))
+        got = dq.unseen_p(pooled, unseen, n)
+        assert got >= mc - 4 * math.sqrt(max(mc * (1 - mc), 1e-3) / 2000), (n, new, got, mc)
+        assert got <= 8 * mc + 0.02 or lattice_max < 1 << 16, (n, new, got, mc)
+
+
+# --------------------------------------------------------------------------- PSI bins on columns with atoms
+
+@pytest.mark.parametrize(("label", "before", "after"), [
+    ("flag", lambda r, n: (r.random(n) < 0.30).astype(float), lambda r, n: (r.random(n) < 0.53).astype(float)),
+    ("zero-inflated", lambda r, n: np.where(r.random(n) < 0.95, 0.0, r.exponential(1.0, n)),
+     lambda r, n: np.where(r.random(n) < 0.50, 0.0, r.exponential(1.0, n))),
+    ("three levels", lambda r, n: r.choice([0.0, 1.0, 2.0], n), lambda r, n: r.choice([0.0, 1.0, 2.0], n, p=[0.33, 0.05, 0.62])),
+    ("constant", lambda r, n: np.full(n, 3.0), lambda r, n: np.full(n, 7.0)),
+])
+@pytest.mark.parametrize("name", ["psi", "jensen_shannon", "kl_divergence", "hellinger", "total_variation"])
+def test_binned_distances_see_a_change_of_a_column_with_atoms(name: str, label: str, before: Any, after: Any) -> None:
+    """A value holding more than a tenth of the reference is a bin of its own: flags, zero-inflated and
+    small-integer columns are not merged into one or two bins that can never move (they scored 0)."""
+    rng = np.random.default_rng(7)
+    ref = NumericReference.from_values(before(rng, 20_000))
+    det = Registry().create(name)
+    same = NumericCounts.of(before(rng, 5000), ref)
+    moved = NumericCounts.of(after(rng, 5000), ref)
+    quiet, loud = (det.score(Profile(n_rows=ref.n, numeric={"x": ref}), Profile(n_rows=5000, numeric={"x": c}),
+                             context=CTX)[0] for c in (same, moved))
+    assert quiet.status == "ok", quiet
+    assert loud.status in ("warn", "alert") and loud.value > det.warn, loud
+    bins = np.add.reduceat(ref.counts, ref.psi_cuts)
+    assert bins.min() > 0 or label == "constant"  # no bin the reference leaves empty, but a constant's sides
