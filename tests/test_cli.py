@@ -372,6 +372,20 @@ def test_check_and_a_daemon_run_never_import_pandas(tmp_path: Path, sink: Path) 
     assert not report["after_check"] and not report["after_run"], report
 
 
+def test_starting_imports_no_heavy_module_a_default_run_does_not_use() -> None:
+    # scipy.optimize and scipy.stats cost 0.3-0.5 s and 40 MB at every start: only an exact KS test and
+    # data_quality's rare bound (unseen categories among very large pooled counts) load them, when used
+    code = ("import json, sys\n"
+            "import monitor.cli, monitor.evaluate, monitor.scheduler\n"
+            "from detectors.registry import Registry\n"
+            "r = Registry()\n"
+            "[r.create(n) for n in r.names()]\n"
+            "print(json.dumps(sorted(m for m in ('pandas', 'scipy.optimize', 'scipy.stats') if m in sys.modules)))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == []
+
+
 # --------------------------------------------------------------------------- unexpected errors never exit 1
 
 class _BrokenPlugin(Detector):
