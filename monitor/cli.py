@@ -17,14 +17,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
-from detectors.errors import ConfigError, SourceError
+from detectors.errors import AtalaiaError, ConfigError, SourceError
 from detectors.registry import Registry
 
 from .config import Config, config_warnings, load_config, parse_listen
 from .durations import parse_time
-from .exporter import ListenError
 from .logs import setup_logging
-from .state import StateStoreError
 
 __all__ = ["main"]
 
@@ -88,7 +86,7 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
     except ConfigError as exc:
         print(f"atalaia: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except (StateStoreError, ListenError) as exc:
+    except AtalaiaError as exc:  # a state dir it cannot use, an address it cannot bind, ...
         print(f"atalaia: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except BrokenPipeError:  # e.g. `atalaia check ... | head`

@@ -25,11 +25,9 @@ import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
-from apscheduler.triggers.base import BaseTrigger
-from apscheduler.triggers.interval import IntervalTrigger
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -45,8 +43,10 @@ from detectors.base import Detector
 from detectors.errors import ConfigError, ParameterError
 from detectors.registry import Registry
 
-from .cron import crontab_trigger, longest_gap
 from .durations import format_duration, parse_duration, parse_time
+
+if TYPE_CHECKING:
+    from apscheduler.triggers.base import BaseTrigger
 
 __all__ = ["Config", "ModelConfig", "load_config", "parse_config", "parse_listen", "alert_routes_warning", "config_warnings", "Duration"]
 
@@ -130,6 +130,8 @@ class ScheduleConfig(_Strict):
     @classmethod
     def _cron(cls, v: str | None) -> str | None:
         if v is not None:
+            from .cron import crontab_trigger  # APScheduler is imported by the daemon, not by every command
+
             try:
                 trigger = crontab_trigger(v)
             except ValueError as exc:
@@ -146,6 +148,10 @@ class ScheduleConfig(_Strict):
 
     def trigger(self) -> BaseTrigger:
         """The APScheduler trigger (UTC): an interval, or the cron expression with crontab(5) meaning."""
+        from apscheduler.triggers.interval import IntervalTrigger
+
+        from .cron import crontab_trigger
+
         if self.every is not None:
             return IntervalTrigger(seconds=self.every.total_seconds(), timezone=UTC)
         assert self.cron is not None
@@ -157,6 +163,8 @@ class ScheduleConfig(_Strict):
         if self.every is not None:
             return self.every
         assert self.cron is not None
+        from .cron import longest_gap
+
         return longest_gap(self.cron, start=start) or timedelta(days=366)
 
 
