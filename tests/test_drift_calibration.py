@@ -21,13 +21,14 @@ At the smallest windows the asymptotic laws are weakest, so a second run puts
 every window at 120 rows, just above ``min_rows`` (100 finite values, also
 for the multivariate rows): of 200, cramer_von_mises / wasserstein 16,
 anderson_darling and the five binned distances 15, chi2 / ks 10, g_test /
-mean_shift 9, multivariate 1, data_quality 0.  Over 800 such runs:
-anderson_darling 6.8 %, cramer_von_mises 6.3 %, wasserstein 6.1 %, g_test and
-ks 5.0 %, the binned distances 4.6 %, chi2 and mean_shift 4.5 % — the
-tail approximations of AD and CvM are slightly liberal at 120 rows (p <
-0.0025 about 1.4 times as often as nominal); from a few hundred rows on
-the effect-size thresholds bind and the rates fall well under 5 %.  Both
-runs allow the same 18 of 200 per detector.
+mean_shift 9, multivariate 1, data_quality 0.  Over 1 800 such runs (two seed
+ranges): anderson_darling 5.9 %, g_test 5.7 %, cramer_von_mises 5.3 %,
+wasserstein 5.0 %, ks 4.1 % (the binned distances 4.6 % and chi2 4.5 % over
+the first 800); at 200 rows
+anderson_darling and g_test 6.0 % — their small-sample tail approximations
+are slightly liberal (p < 0.0025 about 1.4 times as often as nominal); at
+400 rows the effect-size thresholds bind and the rates fall to 1.4 % and
+4.0 %.  Both runs allow the same 18 of 200 per detector.
 
 Power: 0.25-sd shifts planted in 5 of 20 numeric features of varied shape
 (normal, lognormal, t3 and uniform moved by 0.25 sd; the Poisson count by
