@@ -237,6 +237,9 @@ class Detector(ABC):
     #: True when ``batch_extra`` keeps raw values (memory grows with the window); the evaluator then
     #: keeps no partition profiles between runs
     keeps_raw_values: ClassVar[bool] = False
+    #: True when the detector scores its features jointly: one finding for the model as a whole,
+    #: whatever its ``features`` (so one such detector of a type per model)
+    joint: ClassVar[bool] = False
 
     def reference_extra(self, reference: Batch) -> Any:
         """Summarise the whole reference (as one :class:`Batch`) once; stored in ``summary.extras``."""

@@ -43,7 +43,7 @@ from .base import Batch, Context, Detector, Finding, Param, number, one_of, opti
 from .decision import adjust_p_values, classify
 from .drift_common import iso
 from .drift_numeric import ks_binned, ks_p_value
-from .profile import NumericCounts, NumericReference, Profile
+from .profile import NumericCounts, NumericReference, Profile, scaled_moments
 
 __all__ = ["PCAModel", "Multivariate", "fit_pca", "reconstruction_errors", "TARGET"]
 
@@ -100,14 +100,7 @@ def fit_pca(columns: dict[str, np.ndarray], *, features: tuple[str, ...], varian
     fit, held = x[0::2], x[1::2]
     finite = np.isfinite(fit)
     counts = finite.sum(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        # each column scaled by a power of two (exact) while its moments are taken: squares past 1e154 overflow
-        e = np.frexp(np.max(np.where(finite, np.abs(fit), 0.0), axis=0, initial=0.0))[1]
-        scaled = np.ldexp(np.where(finite, fit, 0.0), -e)
-        center = np.where(counts > 0, scaled.sum(axis=0) / np.maximum(counts, 1), 0.0)
-        dev = np.where(finite, scaled - center, 0.0)
-        sd = np.ldexp(np.sqrt(np.sum(dev * dev, axis=0) / np.maximum(counts - 1, 1)), e)
-        center = np.ldexp(center, e)
+    center, sd = scaled_moments(fit, axis=0)
     usable = (counts >= 2) & (sd > 0) & np.isfinite(sd)
     if usable.sum() < 2:
         return None
@@ -179,6 +172,7 @@ class Multivariate(Detector):
     applies_to = frozenset({"numeric"})
     statistic_name: ClassVar[str] = "reconstruction_error_ratio"
     uses_batches: ClassVar[bool] = True
+    joint: ClassVar[bool] = True
     batch_fields = frozenset({"numeric"})
     params = {
         "features": Param(None, str_list, "numeric features of the model (default: all)"),
@@ -216,34 +210,31 @@ class Multivariate(Detector):
 
     def score(self, summary: Profile, current: Profile, *, context: Context) -> list[Finding]:
         model: PCAModel | None = summary.extras.get(self.key)
-        if model is None:  # configured but unable to run: said, not left out
-            return [Finding(model=context.model, detector=self.name, kind=self.kind, target=TARGET,
-                            statistic=self.statistic_name, value=None, threshold=self.warn, p_value=None,
-                            status="insufficient_data", n_reference=0, n_current=current.n_rows,
-                            window_start=iso(context.window_start), window_end=iso(context.window_end),
-                            note="no reference model: fewer than two features with finite, non-constant "
-                                 "values in the reference")]
-        counts: NumericCounts = current.extras.get(self.key) or NumericCounts.empty(model.errors)
-        n_ref, n_cur = model.errors.n, counts.n_finite
-        notes = [f"{len(model.features)} features, {model.n_components} components "
-                 f"({model.explained:.0%} of the reference variance)"]
-        if model.dropped:
-            notes.append(f"left out (constant or empty in the reference): {', '.join(model.dropped)}")
-        if counts.n_missing:
-            notes.append(f"excluded {counts.n_missing} of {counts.n_total} rows with a missing or infinite feature")
         value: float | None = None
         p_value: float | None = None
         threshold = self.warn
-        if n_ref < self.min_rows or n_cur < self.min_rows:
-            status = "insufficient_data"
+        status = "insufficient_data"
+        if model is None:  # configured but unable to run: said, not left out
+            n_ref, n_cur = 0, current.n_rows
+            notes = ["no reference model: fewer than two features with finite, non-constant values in the reference"]
         else:
-            ref_mean = max(model.errors.mean, ERROR_FLOOR)
-            value = float(max(counts.mean, ERROR_FLOOR) / ref_mean)
-            d = ks_binned(model.errors.counts, counts.counts)
-            p_value = ks_p_value(d, n_reference=n_ref, n_current=n_cur)
-            notes.append(f"mean error {counts.mean:.4g} (reference {model.errors.mean:.4g}), KS D {d:.4f}")
-            p_adj = float(adjust_p_values(np.array([p_value]), method=self.correction)[0])
-            status, threshold = classify(value, p_adjusted=p_adj, warn=self.warn, alert=self.alert, alpha=self.alpha)
+            counts: NumericCounts = current.extras.get(self.key) or NumericCounts.empty(model.errors)
+            n_ref, n_cur = model.errors.n, counts.n_finite
+            notes = [f"{len(model.features)} features, {model.n_components} components "
+                     f"({model.explained:.0%} of the reference variance)"]
+            if model.dropped:
+                notes.append(f"left out (constant or empty in the reference): {', '.join(model.dropped)}")
+            if counts.n_missing:
+                notes.append(f"excluded {counts.n_missing} of {counts.n_total} rows with a missing or infinite feature")
+            if n_ref >= self.min_rows and n_cur >= self.min_rows:
+                ref_mean = max(model.errors.mean, ERROR_FLOOR)
+                value = float(max(counts.mean, ERROR_FLOOR) / ref_mean)
+                d = ks_binned(model.errors.counts, counts.counts)
+                p_value = ks_p_value(d, n_reference=n_ref, n_current=n_cur)
+                notes.append(f"mean error {counts.mean:.4g} (reference {model.errors.mean:.4g}), KS D {d:.4f}")
+                p_adj = float(adjust_p_values(np.array([p_value]), method=self.correction)[0])
+                status, threshold = classify(value, p_adjusted=p_adj, warn=self.warn, alert=self.alert,
+                                             alpha=self.alpha)
         return [Finding(model=context.model, detector=self.name, kind=self.kind, target=TARGET,
                         statistic=self.statistic_name, value=value, threshold=threshold, p_value=p_value,
                         status=status, n_reference=n_ref, n_current=n_cur,

@@ -163,13 +163,28 @@ class NumericReference:
         psi_cuts = np.concatenate([[0], np.unique(after[cum[after - 1] < finite.size])])
         if psi_cuts.size == 1:  # one value (a constant): below and above it are bins, or PSI could never move
             psi_cuts = np.array([0, 1, counts.size - 1])
-        # moments of the values scaled by a power of two (exact): squares of values past 1e154 overflow
-        e = int(np.frexp(max(abs(lo), abs(hi)))[1])
-        scaled = np.ldexp(finite, -e)
-        mean = float(np.ldexp(scaled.mean(), e))
-        std = float(np.ldexp(scaled.std(ddof=1), e)) if finite.size > 1 else 0.0
+        mean, std = scaled_moments(finite)
         return cls(edges=edges, counts=counts, psi_cuts=psi_cuts.astype(np.intp), n=int(finite.size),
-                   n_missing=n_missing, mean=mean, std=std, minimum=lo, maximum=hi, n_inf=n_inf)
+                   n_missing=n_missing, mean=float(mean), std=float(std), minimum=lo, maximum=hi, n_inf=n_inf)
+
+
+def scaled_moments(x: np.ndarray, *, axis: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and sample sd (``ddof=1``; 0 for fewer than two values) of the finite values of ``x`` along
+    ``axis``, taken on the values scaled by a power of two (exact): squares of values past 1e154
+    overflow, the scaled ones do not.
+
+    >>> [float(v) for v in scaled_moments(np.array([1e160, 3e160, np.nan]))]
+    [2e+160, 1.414213562373095e+160]
+    """
+    ok = np.isfinite(x)
+    n = ok.sum(axis=axis)
+    e = np.frexp(np.max(np.where(ok, np.abs(x), 0.0), axis=axis, initial=0.0))[1]
+    keep = (lambda a: a) if axis is None else (lambda a: np.expand_dims(a, axis))
+    scaled = np.ldexp(np.where(ok, x, 0.0), -keep(e))
+    mean = scaled.sum(axis=axis) / np.maximum(n, 1)
+    dev = np.where(ok, scaled - keep(mean), 0.0)
+    sd = np.sqrt(np.sum(dev * dev, axis=axis) / np.maximum(n - 1, 1))
+    return np.ldexp(mean, e), np.ldexp(sd, e)
 
 
 def _sorted_quantiles(s: np.ndarray, q: np.ndarray) -> np.ndarray:

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
-from detectors.errors import AtalaiaError, ConfigError, SourceError
+from detectors.errors import AtalaiaError, SourceError
 from detectors.registry import Registry
 
 from .config import Config, config_warnings, load_config, parse_listen
@@ -83,10 +83,7 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
             return _run(args, registry)
         if args.command == "demo":
             return _demo(args, out, registry)
-    except ConfigError as exc:
-        print(f"atalaia: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except AtalaiaError as exc:  # a state dir it cannot use, an address it cannot bind, ...
+    except AtalaiaError as exc:  # a configuration problem, a state dir it cannot use, an address it cannot bind
         print(f"atalaia: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except BrokenPipeError:  # e.g. `atalaia check ... | head`

@@ -524,8 +524,6 @@ def _model_cross_checks(where: str, m: dict[str, Any], route_names: set[str] | N
 
 #: the target of a detector that scores the model as a whole rather than column by column
 _WHOLE = "*"
-#: built-in detectors that score their features jointly (one finding, one target, whatever the features)
-_JOINT_DETECTORS = frozenset({"multivariate"})
 
 
 def _detector_targets(cls: type[Detector], features: list[str] | None,
@@ -533,7 +531,7 @@ def _detector_targets(cls: type[Detector], features: list[str] | None,
     """What a detector's findings are keyed by besides its type: for a column-by-column detector its
     columns (``features``, by default every column of the kinds it applies to); for one without a
     ``features`` parameter, or one that scores its features jointly, the model as a whole."""
-    if "features" not in cls.params or cls.name in _JOINT_DETECTORS or getattr(cls, "joint", False):
+    if "features" not in cls.params or cls.joint:
         return frozenset({_WHOLE})
     if features:
         return frozenset(features)

@@ -201,9 +201,12 @@ def reference_profile(data: pa.Table | Sequence[pa.RecordBatch], *, columns: Col
 
 
 def concat_batches(parts: Sequence[Batch]) -> Batch:
-    """One :class:`Batch` of the rows of ``parts`` in order (a column missing from a part is left out)."""
+    """One :class:`Batch` of the rows of ``parts`` in order (a column missing from a part is left out;
+    no parts: a batch of no rows and no columns)."""
     if len(parts) == 1:
         return parts[0]
+    if not parts:
+        return Batch(n_rows=0, numeric={}, categorical={}, sensitive={}, timestamp=np.zeros(0, np.int64))
 
     def join(arrays: list[np.ndarray | None]) -> np.ndarray | None:
         return np.concatenate(arrays) if all(a is not None for a in arrays) else None  # type: ignore[arg-type]
@@ -215,7 +218,7 @@ def concat_batches(parts: Sequence[Batch]) -> Batch:
 
     return Batch(n_rows=sum(p.n_rows for p in parts), numeric=columns("numeric"),
                  categorical=columns("categorical"), sensitive=columns("sensitive"),
-                 timestamp=np.concatenate([p.timestamp for p in parts]) if parts else np.zeros(0, np.int64),
+                 timestamp=np.concatenate([p.timestamp for p in parts]),
                  score=join([p.score for p in parts]), prediction=join([p.prediction for p in parts]),
                  label=join([p.label for p in parts]))
 

@@ -612,3 +612,13 @@ def test_a_failing_detector_costs_only_its_own_findings(tmp_path: Path, hourly: 
     assert run.detector_failures == ["detector broken failed: ZeroDivisionError: a plugin's edge case"]
     assert [r.getMessage() for r in caplog.records] == ["model m1: detector broken failed"]
     assert caplog.records[0].exc_info is not None
+
+
+def test_an_empty_rolling_reference_gives_insufficient_data_from_every_detector(tmp_path: Path, hourly: Path) -> None:
+    # a new deployment: the rolling reference lies before the sink's first row
+    cfg = parse_config({"state_dir": str(tmp_path / "state"), "models": [model_config(
+        pred_path=str(hourly), window="6h", detectors=ALL_DRIFT, reference={"rolling": "7d"})]})
+    run = Evaluator(config=cfg, model=cfg.models[0]).evaluate(at=T0 + timedelta(hours=6))
+    assert run.reference_rows == 0 and run.rows == 6 * 400 and run.errors == []
+    assert {f.detector for f in run.findings} == {d["type"] for d in ALL_DRIFT}
+    assert {f.status for f in run.findings} == {"insufficient_data"}
