@@ -285,10 +285,7 @@ class Config(_Strict):
 
     def resolve(self, path: str) -> str:
         """A sink path: URIs as they are, relative local paths against ``base_dir``."""
-        if "://" in path:
-            return path
-        p = Path(path).expanduser()
-        return str(p if p.is_absolute() else (Path(self.base_dir) / p).resolve())
+        return resolve_path(path, self.base_dir)
 
     @property
     def state_path(self) -> Path:
@@ -538,14 +535,21 @@ def _detector_targets(cls: type[Detector], features: list[str] | None,
     return frozenset(c for kind in sorted(cls.applies_to) for c in by_kind.get(kind, []))
 
 
+def resolve_path(path: str, base_dir: str | None) -> str:
+    """URIs as they are; local paths with ``~`` expanded and, when relative, against ``base_dir``."""
+    if "://" in path:
+        return path
+    p = Path(path).expanduser()
+    return str(p if p.is_absolute() else (Path(base_dir or ".") / p).resolve())
+
+
 def _state_dir_problems(data: dict[str, Any], base_dir: str | None) -> list[tuple[str, str]]:
     """``state_dir`` must be a folder or a path one can be created at (not under a regular file)."""
     state_dir = data.get("state_dir", Config.model_fields["state_dir"].default)
     if not isinstance(state_dir, str) or not state_dir or "://" in state_dir:
         return []
-    path = Path(state_dir).expanduser()
-    if not path.is_absolute():
-        path = Path(base_dir or ".") / path
+    given = data.get("base_dir", base_dir)
+    path = Path(resolve_path(state_dir, given if isinstance(given, str) else base_dir))
     for existing in (path, *path.parents):
         if existing.exists():
             break

@@ -240,7 +240,8 @@ class ParquetSink:
 
     def read_table(self, *, columns: Mapping[str, ColumnKind], start: datetime | None = None,
                    end: datetime | None = None, deadline: float | None = None) -> pa.Table:
-        """All matching rows as one table (for bounded data: references and label lookups)."""
+        """All matching rows as one table, for bounded data (label lookups).  The batches are joined as they
+        come, so the files must agree on column types; the reference is profiled batch by batch instead."""
         batches = list(self.batches(columns=columns, start=start, end=end, deadline=deadline))
         schema = batches[0].schema if batches else pa.schema([(c, pa.null()) for c in columns])
         return pa.Table.from_batches(batches, schema=schema) if batches else schema.empty_table()
