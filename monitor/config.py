@@ -43,6 +43,7 @@ from detectors.base import Detector
 from detectors.errors import ConfigError, ParameterError
 from detectors.registry import Registry
 
+from .columns import Columns
 from .durations import format_duration, parse_duration, parse_time
 
 if TYPE_CHECKING:
@@ -465,10 +466,10 @@ def _model_cross_checks(where: str, m: dict[str, Any], route_names: set[str] | N
     numeric, categorical = numeric or [], categorical or []
     model_columns = {c for c in (score, prediction) if isinstance(c, str)}
     known = set(numeric) | set(categorical) | model_columns
-    # the targets a detector scores by default: the columns of the kinds it applies to
-    by_kind = {"numeric": [*numeric, *([score] if isinstance(score, str) else []),
-                           *([prediction] if isinstance(prediction, str) and not is_class else [])],
-               "categorical": [*categorical, *([prediction] if isinstance(prediction, str) and is_class else [])]}
+    # the targets a detector scores by default: the columns of the kinds it applies to, as the evaluator has them
+    roles = Columns(numeric=numeric, categorical=categorical, score=score if isinstance(score, str) else None,
+                    prediction=prediction if isinstance(prediction, str) else None, prediction_is_class=is_class)
+    by_kind = {"numeric": roles.numeric_targets, "categorical": roles.categorical_targets}
     dets = m.get("detectors") if isinstance(m.get("detectors"), list) else []
     scored: list[tuple[int, str, frozenset[str]]] = []
     for j, d in enumerate(dets):

@@ -45,6 +45,11 @@ log = logging.getLogger("atalaia.exporter")
 _LABELS = ("model", "detector", "kind", "target", "statistic", "group")
 
 
+def _url_host(host: str, port: int) -> str:
+    """``HOST:PORT`` as in a URL: an IPv6 host in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 class ListenError(AtalaiaError, OSError):
     """The HTTP server cannot listen on the address asked for (in use, not local, unknown host)."""
 
@@ -206,12 +211,10 @@ class MetricsServer:
             def log_message(self, fmt: str, *args: Any) -> None:
                 log.debug("http %s", fmt % args)
 
-        ipv6 = ":" in host
         try:
-            self.httpd = (_ThreadingHTTPServer6 if ipv6 else ThreadingHTTPServer)((host, port), Handler)
+            self.httpd = (_ThreadingHTTPServer6 if ":" in host else ThreadingHTTPServer)((host, port), Handler)
         except OSError as exc:
-            where = f"[{host}]:{port}" if ipv6 else f"{host}:{port}"
-            raise ListenError(f"cannot listen on {where}: {exc.strerror or exc}") from None
+            raise ListenError(f"cannot listen on {_url_host(host, port)}: {exc.strerror or exc}") from None
         self.httpd.daemon_threads = True
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="atalaia-http", daemon=True)
 
@@ -223,8 +226,7 @@ class MetricsServer:
     @property
     def url_host(self) -> str:
         """``HOST:PORT`` as in a URL (an IPv6 host in brackets)."""
-        host, port = self.address
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return _url_host(*self.address)
 
     def start(self) -> None:
         self._thread.start()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -26,43 +25,9 @@ from detectors.profile import (
 )
 
 from .arrow import filled, labels, values_view
+from .columns import Columns
 
 __all__ = ["Columns", "reference_profile", "WindowProfiler", "concat_batches", "to_batch"]
-
-
-@dataclass(frozen=True, kw_only=True)
-class Columns:
-    """Which columns of a batch play which role."""
-
-    numeric: Sequence[str]
-    categorical: Sequence[str]
-    sensitive: Sequence[str] = ()
-    timestamp: str | None = None
-    score: str | None = None
-    prediction: str | None = None
-    #: the prediction is a class (classification) rather than a number (regression)
-    prediction_is_class: bool = True
-    label: str | None = None
-
-    @property
-    def numeric_targets(self) -> list[str]:
-        extra = [self.score] if self.score else []
-        if self.prediction and not self.prediction_is_class:
-            extra.append(self.prediction)
-        return list(dict.fromkeys([*self.numeric, *extra]))
-
-    @property
-    def categorical_targets(self) -> list[str]:
-        extra = [self.prediction] if self.prediction and self.prediction_is_class else []
-        return list(dict.fromkeys([*self.categorical, *extra]))
-
-    def roles(self) -> dict[str, str]:
-        roles = {c: "feature" for c in [*self.numeric, *self.categorical]}
-        if self.score:
-            roles[self.score] = "score"
-        if self.prediction:
-            roles[self.prediction] = "prediction"
-        return roles
 
 
 def numeric_values(col: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, int]:
