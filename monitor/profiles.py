@@ -13,7 +13,6 @@ from concurrent.futures import Executor
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from detectors.base import Batch, Detector, batch_extras
 from detectors.profile import (
@@ -24,7 +23,7 @@ from detectors.profile import (
     Profile,
 )
 
-from .arrow import filled, labels, values_view
+from .arrow import compute, filled, labels, values_view
 from .columns import Columns
 
 __all__ = ["Columns", "reference_profile", "WindowProfiler", "concat_batches", "to_batch"]
@@ -37,7 +36,7 @@ def numeric_values(col: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, int]:
     if pa.types.is_dictionary(col.type):
         col = col.dictionary_decode()
     if not pa.types.is_floating(col.type):  # integers beyond 2**53 round to the nearest float
-        col = pc.cast(col, pa.float64(), safe=False)
+        col = compute().cast(col, pa.float64(), safe=False)
     return filled(col, np.nan), col.null_count
 
 
@@ -47,11 +46,11 @@ def category_counts(col: pa.Array | pa.ChunkedArray) -> CategoricalCounts:
         col = col.combine_chunks()
     n_null = col.null_count
     if pa.types.is_dictionary(col.type):
-        codes = values_view(pc.drop_null(col.indices) if n_null else col.indices)
+        codes = values_view(compute().drop_null(col.indices) if n_null else col.indices)
         counts = np.bincount(codes, minlength=len(col.dictionary))
         return _from_bincount(col.dictionary.to_pylist(), counts, n_null)
     if pa.types.is_integer(col.type) and len(col) > 0:
-        values = values_view(pc.drop_null(col) if n_null else col)
+        values = values_view(compute().drop_null(col) if n_null else col)
         if values.size:
             lo, hi = int(values.min()), int(values.max())
             if hi - lo < 65536:
@@ -61,7 +60,7 @@ def category_counts(col: pa.Array | pa.ChunkedArray) -> CategoricalCounts:
                     else (values - values.dtype.type(lo)).astype(np.intp)
                 counts = np.bincount(offsets, minlength=hi - lo + 1)
                 return _from_bincount(range(lo, hi + 1), counts, n_null)
-    vc = pc.value_counts(col)
+    vc = compute().value_counts(col)
     values = vc.field("values").to_pylist()
     counts = vc.field("counts").to_pylist()
     out: dict[str, int] = {}
@@ -112,7 +111,7 @@ def to_batch(table: pa.Table | pa.RecordBatch, columns: Columns, fields: frozens
 
     ts = np.zeros(0, np.int64)
     if "timestamp" in fields and columns.timestamp and columns.timestamp in present:
-        col = pc.cast(table.column(columns.timestamp), pa.timestamp("ns", tz="UTC"))
+        col = compute().cast(table.column(columns.timestamp), pa.timestamp("ns", tz="UTC"))
         col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
         ts = filled(col, np.iinfo(np.int64).min)  # a null time is NaT, as NumPy spells it
     prediction = None

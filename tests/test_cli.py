@@ -190,6 +190,20 @@ def test_check_console_script_flags_the_shifted_feature(config_file: Path, sink:
     assert {f["target"] for f in findings if f["status"] in ("warn", "alert")} == {"x0"}
 
 
+def test_console_script_leaves_nothing_unwritten_when_it_skips_the_teardown(cli: Cli, config_file: Path,
+                                                                             tmp_path: Path) -> None:
+    # the command ends with os._exit: output to a file is block-buffered, so an unflushed buffer would be lost
+    exe = shutil.which("atalaia")
+    assert exe
+    out = tmp_path / "findings.jsonl"
+    with out.open("w") as fh:
+        done = subprocess.run([exe, "check", "--config", str(config_file), "--at", iso(SHIFTED), "--format", "json"],
+                              stdout=fh, stderr=subprocess.PIPE, text=True, timeout=120)
+    code, expected, _ = cli("check", "--config", config_file, "--at", iso(SHIFTED), "--format", "json")
+    assert done.returncode == code == 1, done.stderr
+    assert out.read_text() == expected and len(json_findings(expected)) == 10
+
+
 def test_the_commands_keep_blas_single_threaded(config_file: Path) -> None:
     # atalaia parallelises by column; a threaded BLAS under it busy-waits on the cores the model server needs
     code = ("import json, sys\n"
@@ -374,13 +388,15 @@ def test_check_and_a_daemon_run_never_import_pandas(tmp_path: Path, sink: Path) 
 
 def test_starting_imports_no_heavy_module_a_default_run_does_not_use() -> None:
     # scipy.optimize and scipy.stats cost 0.3-0.5 s and 40 MB at every start: only an exact KS test and
-    # data_quality's rare bound (unseen categories among very large pooled counts) load them, when used
+    # data_quality's rare bound (unseen categories among very large pooled counts) load them, when used;
+    # pyarrow.compute (0.1 s) only columns with nulls, casts and row filters
     code = ("import json, sys\n"
             "import monitor.cli, monitor.evaluate, monitor.scheduler\n"
             "from detectors.registry import Registry\n"
             "r = Registry()\n"
             "[r.create(n) for n in r.names()]\n"
-            "print(json.dumps(sorted(m for m in ('pandas', 'scipy.optimize', 'scipy.stats') if m in sys.modules)))\n")
+            "print(json.dumps(sorted(m for m in ('pandas', 'pyarrow.compute', 'scipy.optimize', 'scipy.stats')\n"
+            "                         if m in sys.modules)))\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.strip().splitlines()[-1]) == []

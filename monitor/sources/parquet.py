@@ -29,13 +29,12 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Literal
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from detectors.errors import SourceError, SourceTimeout
 
-from ..arrow import scalar
+from ..arrow import compute, scalar
 
 log = logging.getLogger("atalaia.sources")
 
@@ -224,7 +223,7 @@ class ParquetSink:
                     if windowed and (nulls := batch.column(self.timestamp).null_count):
                         undated += nulls
                         if not needs_filter:
-                            batch = batch.filter(pc.is_valid(batch.column(self.timestamp)))
+                            batch = batch.filter(compute().is_valid(batch.column(self.timestamp)))
                     if needs_filter:
                         batch = batch.filter(self._mask(batch, start, end))
                     if batch.num_rows:
@@ -252,10 +251,10 @@ class ParquetSink:
         typ = col.type
         mask = None
         if start is not None:
-            mask = pc.greater_equal(col, scalar(_in_unit(start, typ.unit, ceil=True), typ))
+            mask = compute().greater_equal(col, scalar(_in_unit(start, typ.unit, ceil=True), typ))
         if end is not None:
-            below = pc.less(col, scalar(_in_unit(end, typ.unit, ceil=True), typ))
-            mask = below if mask is None else pc.and_(mask, below)
+            below = compute().less(col, scalar(_in_unit(end, typ.unit, ceil=True), typ))
+            mask = below if mask is None else compute().and_(mask, below)
         return mask
 
     def _check_deadline(self, deadline: float | None, path: str) -> None:
@@ -349,9 +348,9 @@ def label_lookup(table: pa.Table, *, id_column: str, label_column: str,
     ids = table.column(id_column).combine_chunks()
     labels = table.column(label_column).combine_chunks()
     # index_in on the unique ids, then keep the first (latest) occurrence of each id
-    uniq = pc.unique(ids)
-    first = pc.index_in(uniq, value_set=ids)
-    return uniq, pc.take(labels, first)
+    uniq = compute().unique(ids)
+    first = compute().index_in(uniq, value_set=ids)
+    return uniq, compute().take(labels, first)
 
 
 def join_labels(ids: pa.Array, lookup: tuple[pa.Array, pa.Array]) -> pa.Array:
@@ -359,8 +358,8 @@ def join_labels(ids: pa.Array, lookup: tuple[pa.Array, pa.Array]) -> pa.Array:
     uniq, labels = lookup
     if len(uniq) == 0:
         return pa.nulls(len(ids), type=labels.type if len(labels) else pa.float64())
-    idx = pc.index_in(ids, value_set=uniq)
-    return pc.take(labels, idx)
+    idx = compute().index_in(ids, value_set=uniq)
+    return compute().take(labels, idx)
 
 
 def coalesce(batches: Iterable[pa.RecordBatch], *, rows: int) -> Iterator[pa.RecordBatch]:
