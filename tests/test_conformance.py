@@ -448,7 +448,12 @@ def contingency(p: list[int], q: list[int], *, g: bool = False) -> tuple[float, 
         for obs, tot in ((a[j], n), (b[j], m)):
             exp = tot * (a[j] + b[j]) / (n + m)
             stat += (2 * obs * math.log(obs / exp) if obs > 0 else 0.0) if g else (obs - exp) ** 2 / exp
-    return stat, float(stats.chi2.sf(stat, len(a) - 1))
+    tested = stat
+    if g:  # Williams' correction: G/q, q from the row totals (n, m) and column totals of the 2 x k table
+        total, cols = n + m, [x + y for x, y in zip(a, b, strict=True)]
+        tested = stat / (1 + (total * (1 / n + 1 / m) - 1) * (total * sum(1 / c for c in cols) - 1)
+                         / (6 * total * (len(a) - 1)))
+    return stat, float(stats.chi2.sf(tested, len(a) - 1))
 
 
 def shares(c: list[int], eps: float | None = None) -> list[float]:

@@ -181,9 +181,36 @@ def test_contingency_equals_chi2_contingency(lambda_: str) -> None:
     a, b, _ = merge_sparse(p, q)
     res = stats.chi2_contingency(np.stack([a, b]), correction=False, lambda_=lambda_)
     assert stat == pytest.approx(res.statistic, rel=1e-9)
-    assert pv == pytest.approx(res.pvalue, rel=1e-9, abs=1e-300)
     assert dof == res.dof
     assert pooled >= 1  # the rarest categories were pooled
+    if lambda_ == "pearson":
+        assert pv == pytest.approx(res.pvalue, rel=1e-9, abs=1e-300)
+    else:  # G's p-value is that of G/q, Williams' q from the table's margins (Sokal & Rohlf, Biometry, 17.2)
+        rows, cols = res.expected_freq.sum(axis=1), res.expected_freq.sum(axis=0)
+        n_total, a_rows, b_cols = rows.sum(), len(rows), len(cols)
+        q = 1 + (n_total * sum(1 / r for r in rows) - 1) * (n_total * sum(1 / c for c in cols) - 1) / (
+            6 * n_total * (a_rows - 1) * (b_cols - 1))
+        assert 1 < q < 1.01  # 2 000 rows against 5 000: a small correction
+        assert pv == pytest.approx(stats.chi2.sf(res.statistic / q, res.dof), rel=1e-9, abs=1e-300)
+        assert pv > res.pvalue
+
+
+def test_williams_correction_brings_g_to_its_nominal_rate_on_small_windows() -> None:
+    # 2 x 8 tables, 5 000 reference rows against 120 current ones from the same Zipf categories: expected
+    # counts of 3-6 in the rare columns of the current row, where G runs liberal against chi-square
+    rng = np.random.default_rng(7)
+    w = 1.0 / np.arange(1, 9) ** 1.1
+    w /= w.sum()
+    corrected, raw = [], []
+    for _ in range(4000):
+        a, b = rng.multinomial(5000, w), rng.multinomial(120, w)
+        stat, pv, dof, _ = contingency_test(a, b, statistic="log-likelihood")
+        corrected.append(pv)
+        raw.append(stats.chi2.sf(stat, dof))
+    corrected_rate, raw_rate = np.mean(np.array(corrected) <= 0.05), np.mean(np.array(raw) <= 0.05)
+    se = np.sqrt(0.05 * 0.95 / 4000)
+    assert raw_rate > corrected_rate
+    assert abs(corrected_rate - 0.05) < 2.6 * se, (corrected_rate, raw_rate)
 
 
 def test_contingency_without_sparse_columns_is_the_raw_table() -> None:
