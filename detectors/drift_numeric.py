@@ -157,8 +157,9 @@ def ks_binned(reference: np.ndarray, current: np.ndarray) -> float:
     over the grid edges :math:`e`.  Inside a bin both CDFs are monotone, so
     the exact D exceeds the binned one by at most the largest reference bin
     mass: with the reference grid of :mod:`detectors.profile` (no bin holds
-    more than 0.1 % of the reference) it is within about 1e-3 of the exact
-    statistic, and the binned p-value is conservative.
+    more than 0.1 % of the reference, but an atom's bin, which holds a
+    single value and so no difference) it is within about 1e-3 of the
+    exact statistic, and the binned p-value is conservative.
 
     >>> ks_binned(np.array([5, 5, 0]), np.array([0, 5, 5]))
     0.5

@@ -11,9 +11,13 @@ Numeric grid
     The interior edges are the union of ``grid_bins`` equal-width bins over
     the reference range ``[min, max]`` and the reference quantiles at
     ``1/quantile_points … `` — so every bin holds at most ``1/quantile_points``
-    of the reference mass *and* at most ``(max-min)/grid_bins`` of its range.
-    Counts have one slot below the reference minimum and one above its
-    maximum; NaN and ±inf are counted apart and never enter the bins.
+    of the reference mass *and* at most ``(max-min)/grid_bins`` of its range —
+    but for an *atom*, a repeated value holding more than ``1/quantile_points``
+    of the reference (the zeros of a zero-inflated column, a cap, a default):
+    it is a bin of its own, ``[v, nextafter(v))``, so a window whose atom
+    moves even slightly (zeros imputed as 1e-3, a cap of 1.0 become 0.999)
+    leaves it.  Counts have one slot below the reference minimum and one
+    above its maximum; NaN and ±inf are counted apart and never enter the bins.
 
 Example
 -------
@@ -150,9 +154,11 @@ class NumericReference:
         uniform = np.linspace(lo, hi, grid_bins + 1)
         quantiles = _sorted_quantiles(finite, np.linspace(0.0, 1.0, quantile_points + 1))
         psi_q = _sorted_quantiles(finite, np.arange(1, psi_bins) / psi_bins)
-        edges = np.unique(np.concatenate([uniform, quantiles, psi_q, [top]]))
+        atoms = _atoms(finite, more_than=max(1.0, finite.size / quantile_points))  # repeated, and > 0.1 %
+        edges = np.unique(np.concatenate([uniform, quantiles, psi_q, [top], atoms, np.nextafter(atoms, np.inf)]))
         edges = edges[(edges >= lo) & (edges <= top)]
-        edges = edges[edges != hi] if edges.size > 2 else edges  # hi is inside the closed top bin
+        if edges.size > 2 and not (atoms.size and atoms[-1] == hi):  # a plain maximum is in the closed top bin
+            edges = edges[edges != hi]
         counts = _cut(finite, edges)
         # the PSI bins start after the first grid bin where the reference reaches each k/psi_bins share:
         # at the deciles of a continuous column (they are grid edges), and a value holding more than a
@@ -166,6 +172,17 @@ class NumericReference:
         mean, std = scaled_moments(finite)
         return cls(edges=edges, counts=counts, psi_cuts=psi_cuts.astype(np.intp), n=int(finite.size),
                    n_missing=n_missing, mean=float(mean), std=float(std), minimum=lo, maximum=hi, n_inf=n_inf)
+
+
+def _atoms(s: np.ndarray, *, more_than: float) -> np.ndarray:
+    """The values of sorted ``s`` that occur more than ``more_than`` times, in order.
+
+    >>> _atoms(np.array([0.0, 0.0, 0.0, 1.0, 2.0, 2.0]), more_than=1).tolist()
+    [0.0, 2.0]
+    """
+    starts = np.flatnonzero(np.concatenate([[True], s[1:] != s[:-1]]))
+    runs = np.diff(np.append(starts, s.size))
+    return s[starts[runs > more_than]]
 
 
 def scaled_moments(x: np.ndarray, *, axis: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -432,7 +449,7 @@ class CategoricalCounts:
                 unseen[k] = v
             else:
                 out[i] = v
-        return out, sum(unseen.values()), sorted(unseen, key=lambda k: -unseen[k])
+        return out, sum(unseen.values()), sorted(unseen, key=lambda k: (-unseen[k], k))
 
 
 @dataclass(kw_only=True)

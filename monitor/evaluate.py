@@ -45,8 +45,9 @@ __all__ = ["Evaluator", "Evaluation", "PROFILE_VERSION", "REFERENCE_FILE", "cach
 log = logging.getLogger("atalaia.evaluate")
 
 #: bump when the profile layout or its meaning changes, so cached references are rebuilt
-#: (2: PSI bins of a value holding more than a tenth of the reference)
-PROFILE_VERSION = 2
+#: (2: PSI bins of a value holding more than a tenth of the reference; 3: a grid bin of its own for a
+#: value holding more than a thousandth)
+PROFILE_VERSION = 3
 
 
 @functools.cache

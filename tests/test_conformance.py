@@ -749,13 +749,23 @@ def naive_multivariate(det: Detector, ref_profile: Profile, ref: Batch, cur: Bat
         scores = [sum(z[j] * model.components[j, c] for j in range(len(z))) for c in range(model.n_components)]
         resid = [z[j] - sum(scores[c] * model.components[j, c] for c in range(model.n_components))
                  for j in range(len(z))]
-        errors.append(sum(x * x for x in resid))
+        quantum = 2.0 ** (math.ceil(math.log2(len(z))) - 24)  # the documented rounding of the errors
+        errors.append(round(sum(x * x for x in resid) / quantum) * quantum)
     fin = [e for e in errors if math.isfinite(e)]
     q = hist(np.array(errors), model.errors.edges)
     d = naive_ks(list(model.errors.counts), q)
     ratio = max(sum(fin) / len(fin), 1e-9) / max(model.errors.mean, 1e-9)
     return {("numeric_features", det.statistic_name): (ratio, ks_p_value(d, n_reference=model.errors.n,
                                                                            n_current=len(fin)))}
+
+
+def fisher_greater(k: int, m: int, kr: int, n: int) -> float:
+    """One-sided Fisher exact test that k of m exceeds kr of n: the hypergeometric tail, in integers."""
+    if k == 0:
+        return 1.0
+    total, events = n + m, k + kr
+    return sum(math.comb(events, j) * math.comb(total - events, m - j)
+               for j in range(k, min(events, m) + 1)) / math.comb(total, m)
 
 
 def naive_quality(det: Detector, ref_profile: Profile, ref: Batch, cur: Batch) -> dict:
@@ -770,9 +780,7 @@ def naive_quality(det: Detector, ref_profile: Profile, ref: Batch, cur: Batch) -
         fin = [v for v in y if math.isfinite(v)]
         k_out = sum(1 for v in fin if v < r.minimum or v > r.maximum)
         for stat, k, kr in (("missing_rate", k_nan, k_nan_r), ("inf_rate", k_inf, k_inf_r)):
-            total = k + kr
-            pv = 1.0 if k == 0 else float(stats.binom.sf(k - 1, total, len(y) / (len(x) + len(y))))
-            out[(col, stat)] = (k / len(y), pv)
+            out[(col, stat)] = (k / len(y), fisher_greater(k, len(y), kr, len(x)))
         # exact exchangeable null: K ~ BetaBinomial(m, 2, n - 1); summed by loops, integers
         big_n = r.n + len(fin)
         pv = sum((j + 1) * math.comb(big_n - j - 2, r.n - 2)
@@ -782,8 +790,7 @@ def naive_quality(det: Detector, ref_profile: Profile, ref: Batch, cur: Batch) -
     for col, r in ref_profile.categorical.items():
         x, y = rc[col].tolist(), cc[col].tolist()
         k, kr = sum(1 for v in y if v is None), sum(1 for v in x if v is None)
-        pv = 1.0 if k == 0 else float(stats.binom.sf(k - 1, k + kr, len(y) / (len(x) + len(y))))
-        out[(col, "missing_rate")] = (k / len(y), pv)
+        out[(col, "missing_rate")] = (k / len(y), fisher_greater(k, len(y), kr, len(x)))
         seen = set(v for v in x if v is not None)
         counts = {v: sum(1 for w in x if w == v) for v in seen}
         nonnull = [v for v in y if v is not None]
