@@ -488,6 +488,13 @@ def _model_cross_checks(where: str, m: dict[str, Any], route_names: set[str] | N
             cls = registry.get(typ)
         except ParameterError:  # an unknown type: reported with the detector's parameters
             continue
+        if columns_known and feats:  # a column of a kind the detector does not score would get no finding at all
+            kinds = sorted(cls.applies_to)
+            for f in feats:
+                if f in known and not any(f in by_kind.get(k, ()) for k in kinds):
+                    have = next((k for k in ("numeric", "categorical") if f in by_kind[k]), "another kind")
+                    out.append((f"{where}.detectors[{j}].features",
+                                f"must name {' or '.join(kinds)} columns, which {typ!r} scores; {f!r} is {have}"))
         targets = _detector_targets(cls, feats, by_kind)
         for k, other, other_targets in scored:
             overlap = targets & other_targets
@@ -498,6 +505,17 @@ def _model_cross_checks(where: str, m: dict[str, Any], route_names: set[str] | N
                             f"disjoint features or merge them, got a second {typ!r}"))
                 break
         scored.append((j, typ, targets))
+    # a column read under two kinds is refused in every file (the evaluator keeps one kind per column)
+    for kind, names in (("numeric", numeric), ("categorical", categorical)):
+        for j, f in enumerate(names):
+            if f in (preds.get("id"), preds.get("timestamp")):
+                out.append((f"{where}.features.{kind}[{j}]", f"must not be the id or timestamp column, got {f!r}"))
+            elif f == prediction and kind == ("numeric" if is_class else "categorical"):
+                task = "a classification's predicted class is categorical" if is_class \
+                    else "a regression's prediction is numeric"
+                out.append((f"{where}.features.{kind}[{j}]", f"must not be the prediction column ({task}), got {f!r}"))
+            elif f == score and kind == "categorical":
+                out.append((f"{where}.features.{kind}[{j}]", f"must not be the score column (numeric), got {f!r}"))
     sensitive = _names(m.get("sensitive")) or []
     for j, f in enumerate(sensitive):
         if f in (preds.get("id"), preds.get("timestamp")):

@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -166,6 +166,9 @@ class Evaluator:
         self._partitions_lock = threading.Lock()
         self._store = partition_store
         self._store_loaded = False
+        # of the files a reference range may take later rows into: whether each holds rows of the range
+        self._holds_range: tuple[datetime, datetime] | None = None
+        self._holds: dict[tuple[str, int, int], bool] = {}
 
     def predictions(self) -> ParquetSink:
         """A fresh handle on the prediction sink (one per run: an abandoned run keeps its own)."""
@@ -178,8 +181,9 @@ class Evaluator:
         cols: dict[str, ColumnKind] = {c.timestamp: "timestamp"} if c.timestamp else {}
         cols |= {n: "numeric" for n in c.numeric_targets}
         cols |= {n: "categorical" for n in c.categorical_targets}
-        if any(d.uses_batches for d in self.detectors):
-            cols |= {n: "categorical" for n in c.sensitive}
+        if any(d.uses_batches and "sensitive" in d.batch_fields for d in self.detectors):
+            for n in c.sensitive:  # asked for only by a detector that reads them; a feature keeps its kind
+                cols.setdefault(n, "categorical")
         return cols
 
     # -- reference ------------------------------------------------------------
@@ -212,7 +216,7 @@ class Evaluator:
     def _reference_locked(self, at: datetime) -> tuple[_Reference, bool]:
         sink, start, end = self._reference_sink(at)
         files = sink.files(start, end)
-        key = self._reference_key(files, start, end)
+        key = self._reference_key(sink, files, start, end)
         if self._reference is not None and self._reference.key == key:
             return self._reference, True
         cache = self.config.state_path / "references" / f"{self.model.name}-{key[:24]}.pkl"
@@ -265,15 +269,32 @@ class Evaluator:
                     with contextlib.suppress(OSError):
                         old.unlink()
 
-    def _reference_key(self, files: Sequence[FileEntry], start: datetime | None, end: datetime | None) -> str:
-        """What a reference build depends on.  Of a time range's files only those that later writes leave
-        alone count: a partition that ends by the range's end, or a file without partition keys last written
-        before it.  A partition holding the range's end (today's, in a sink partitioned by day) and files
-        written since take new files all the time; they are read when the reference is built, and a
-        rolling reference takes their later rows when its range moves on (``reference_refresh``)."""
+    def _reference_key(self, sink: ParquetSink, files: Sequence[FileEntry], start: datetime | None,
+                       end: datetime | None) -> str:
+        """What a reference build depends on: every file that holds rows of its range.
+
+        A partition that ends by the range's end, or a file without partition keys last written
+        before it, counts whatever it holds.  A partition holding the range's end (today's, in a sink
+        partitioned by day) and files written since take new files all the time, mostly of later rows:
+        each of those counts when its footer's timestamp statistics reach into the range (a late
+        writer, a backfill, a corrected file), so new data after the range leaves the key, and the
+        cached reference, alone.  The answer is kept per file and range (one footer read per file).
+        """
         if end is not None:
             end_ns = int(end.timestamp()) * 10**9 + end.microsecond * 1000
-            files = [f for f in files if (f.span[1] <= end if f.span is not None else f.mtime_ns <= end_ns)]
+            lo = start if start is not None else datetime.min.replace(tzinfo=UTC)
+            if self._holds_range != (lo, end):
+                self._holds_range, self._holds = (lo, end), {}
+
+            def counts(f: FileEntry) -> bool:
+                if (f.span[1] <= end if f.span is not None else f.mtime_ns <= end_ns):
+                    return True
+                key = (f.path, f.size, f.mtime_ns)
+                if key not in self._holds:
+                    self._holds[key] = sink.holds_rows(f, lo, end)
+                return self._holds[key]
+
+            files = [f for f in files if counts(f)]
         doc = {
             "version": cache_version(),
             "reference": self.model.reference.model_dump(mode="json"),

@@ -446,7 +446,8 @@ class _CrashingPlugin(Detector):
 def test_check_a_timestamp_column_of_floats_exits_2_naming_the_model(cli: Cli, tmp_path: Path, sink: Path) -> None:
     m = model_config(pred_path=str(sink), reference={"start": T0.isoformat(),
                                                      "end": (T0 + timedelta(hours=24)).isoformat()})
-    m["predictions"]["timestamp"] = "x0"  # a float column
+    m["predictions"]["timestamp"] = "x0"  # a float column (no longer a feature: a column has one role)
+    m["features"]["numeric"] = [f for f in m["features"]["numeric"] if f != "x0"]
     config = write_config(tmp_path / "c.yaml", state_dir=str(tmp_path / "state"), models=[m])
     code, _, err = cli("check", "--config", config, "--at", iso(SHIFTED), "--format", "json")
     assert code == 2, err

@@ -189,6 +189,18 @@ class ParquetSink:
                 yield from self._file_batches(entry, source, columns=columns, names=names, start=start, end=end,
                                               batch_size=batch_size, deadline=deadline)
 
+    def holds_rows(self, entry: FileEntry, start: datetime, end: datetime) -> bool:
+        """Whether a file may hold rows with ``start <= timestamp < end``, by its footer's timestamp
+        statistics (one small read; a file without usable statistics, or unreadable, may)."""
+        if not self.timestamp:
+            return True
+        try:
+            with self.filesystem.open_input_file(entry.path) as source:
+                whole, partly = _row_groups(pq.ParquetFile(source), self.timestamp, start, end)
+        except (pa.ArrowInvalid, OSError):
+            return True
+        return bool(whole or partly)
+
     def _file_batches(self, entry: FileEntry, source: pa.NativeFile, *, columns: Mapping[str, ColumnKind],
                       names: list[str], start: datetime | None, end: datetime | None, batch_size: int,
                       deadline: float | None) -> Iterator[pa.RecordBatch]:
