@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,16 @@ def model_config(*, pred_path: str, reference: dict[str, Any], name: str = "m1",
         "reference": reference,
         "detectors": detectors or [{"type": "psi"}, {"type": "ks"}],
     } | extra
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """``check`` and ``run`` set up logging on the root logger in process; put it back after every test."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture

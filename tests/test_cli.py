@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import os
 import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
@@ -33,16 +32,6 @@ SHIFTED = T0 + timedelta(hours=44, minutes=20)     # x0 is shifted from T0 + 40h
 UNSHIFTED = T0 + timedelta(hours=30, minutes=20)
 
 Cli = Callable[..., tuple[int, str, str]]
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """``check`` sets up logging on the root logger; put it back for the next test."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 @pytest.fixture

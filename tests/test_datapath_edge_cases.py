@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import os
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,16 +24,6 @@ import yaml
 from monitor.cli import main
 
 AT = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """``check`` sets up logging on the root logger; put it back for the next test."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 def _table(start: datetime, n: int = 400, *, shift: float = 0.0, seed: int = 0) -> pa.Table:
