@@ -213,7 +213,7 @@ def wasserstein_binned(reference: NumericReference, current: NumericCounts) -> f
     >>> round(wasserstein_binned(ref, NumericCounts.of(np.arange(100.0) + 10, ref)), 3)
     10.0
     """
-    e = reference.edges
+    e = reference.bin_edges
     if e.size == 0 or reference.n == 0:
         return 0.0
     m = current.counts.sum()
@@ -605,14 +605,14 @@ def _centre(reference: NumericReference) -> tuple[float, int]:
     """The grid edge nearest the reference median and its index in ``edges``."""
     f = np.cumsum(reference.counts)[:-1] / reference.n
     k = int(np.argmin(np.abs(f - 0.5)))
-    return float(reference.edges[k]), k
+    return float(reference.bin_edges[k]), k
 
 
 def _mad_weights(reference: NumericReference) -> tuple[float, np.ndarray]:
     """The centre *c* of :func:`mean_abs_deviation` and each interior bin's distance :math:`|mid_j - c|`."""
     c, _ = _centre(reference)
-    e = reference.edges
-    return c, np.abs(0.5 * (e[:-1] + e[1:]) - c)
+    e = reference.bin_edges
+    return c, np.abs(0.5 * e[:-1] + 0.5 * e[1:] - c)  # halves first: no overflow next to the largest float
 
 
 def mean_abs_deviation(counts: NumericCounts | NumericReference, reference: NumericReference,

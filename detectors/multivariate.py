@@ -34,7 +34,6 @@ Score
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -79,11 +78,13 @@ def _matrix(columns: dict[str, np.ndarray], features: tuple[str, ...], n_rows: i
 def reconstruction_errors(model: PCAModel, x: np.ndarray) -> np.ndarray:
     """Squared reconstruction error of each row of ``x`` (n x d, model feature order); NaN for incomplete rows.
 
-    Rounded to a multiple of :math:`2^{\\lceil \\log_2 d \\rceil - 24}` (about 1e-6 of the
-    errors' scale, d): the same row gives errors a few ulps apart in the reference and in a window
-    (the BLAS takes other paths for other layouts and sizes), and on discrete features, whose
-    errors take a few values, a window's atom one ulp below the reference's fell into the grid
-    bin below it and KS saw the whole atom move.
+    The residual :math:`z - z V V^\\top` is formed explicitly (the shortcut
+    :math:`\\|z\\|^2 - \\|z V\\|^2` loses the digits of an error far below
+    :math:`\\|z\\|^2`), and each error is rounded to 24 significant bits: the same row gives
+    errors a few ulps apart in the reference and in a window (the BLAS takes other paths for
+    other layouts and sizes), and on discrete features, whose errors take a few values, a
+    window's atom one ulp below the reference's fell into the grid bin below it and KS saw the
+    whole atom move.
 
     >>> m = fit_pca({"a": np.arange(10.0), "b": np.arange(10.0) * 2 + 1, "c": np.sin(np.arange(10.0))},
     ...             features=("a", "b", "c"), variance=0.5)
@@ -94,11 +95,10 @@ def reconstruction_errors(model: PCAModel, x: np.ndarray) -> np.ndarray:
     complete = np.all(np.isfinite(z), axis=1)
     if not complete.all():
         z = np.where(complete[:, None], z, 0.0)
-    # the components are orthonormal: ||z - z V V'||^2 = ||z||^2 - ||z V||^2 (no n x d residual matrix)
-    proj = z @ model.components
-    err = np.maximum(np.einsum("ij,ij->i", z, z) - np.einsum("ij,ij->i", proj, proj), 0.0)
-    quantum = 2.0 ** (math.ceil(math.log2(max(z.shape[1], 1))) - 24)
-    err = np.rint(err / quantum) * quantum  # powers of two: exact but for the rounding itself
+    resid = z - (z @ model.components) @ model.components.T
+    err = np.einsum("ij,ij->i", resid, resid)
+    mantissa, exponent = np.frexp(err)  # 24 significant bits, whatever the magnitude (no overflow)
+    err = np.ldexp(np.rint(np.ldexp(mantissa, 24)), exponent - 24)
     return np.where(complete, err, np.nan)
 
 

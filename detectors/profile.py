@@ -98,8 +98,10 @@ def _fields_only(self: Any) -> dict[str, Any]:
 class NumericReference:
     """The reference summary of one numeric column.
 
-    ``edges`` are the interior grid edges (finite, strictly increasing); the
-    last one is just above the reference maximum so the top bin is closed.
+    ``edges`` are the interior grid edges (strictly increasing); the last one
+    is just above the reference maximum so the top bin is closed — +inf when
+    the maximum is the largest float, above which nothing finite lies (the
+    widths and midpoints of bins come from :attr:`bin_edges`, finite always).
     ``counts`` is the reference histogram on the grid, laid out as
     :attr:`NumericCounts.counts`.  ``psi_cuts`` are indices into the counts
     where the ``PSI_QUANTILE_BINS`` reference-quantile bins start: each a tenth
@@ -128,6 +130,16 @@ class NumericReference:
         return self.n_missing - self.n_inf
 
     @functools.cached_property
+    def bin_edges(self) -> np.ndarray:
+        """``edges`` for bin widths and midpoints: an infinite top edge (a maximum at the largest
+        float) taken as the maximum itself, so that bin is as wide as the values in it."""
+        if self.edges.size and not math.isfinite(float(self.edges[-1])):
+            out = self.edges.copy()
+            out[-1] = self.maximum
+            return out
+        return self.edges
+
+    @functools.cached_property
     def edges_float32(self) -> np.ndarray:
         """The edges for float32 data (see :func:`_edges_as`), computed once per reference."""
         return _edges_as(self.edges, np.dtype(np.float32))
@@ -150,12 +162,14 @@ class NumericReference:
                        n_missing=n_missing, mean=float("nan"), std=float("nan"),
                        minimum=float("nan"), maximum=float("nan"), n_inf=n_inf)
         lo, hi = float(finite[0]), float(finite[-1])
-        top = float(np.nextafter(hi, np.inf))
-        uniform = np.linspace(lo, hi, grid_bins + 1)
-        quantiles = _sorted_quantiles(finite, np.linspace(0.0, 1.0, quantile_points + 1))
-        psi_q = _sorted_quantiles(finite, np.arange(1, psi_bins) / psi_bins)
         atoms = _atoms(finite, more_than=max(1.0, finite.size / quantile_points))  # repeated, and > 0.1 %
-        edges = np.unique(np.concatenate([uniform, quantiles, psi_q, [top], atoms, np.nextafter(atoms, np.inf)]))
+        with np.errstate(over="ignore"):  # above the largest float lies +inf (see bin_edges)
+            top = float(np.nextafter(hi, np.inf))
+            atom_tops = np.nextafter(atoms, np.inf)
+            uniform = np.linspace(lo, hi, grid_bins + 1)
+            quantiles = _sorted_quantiles(finite, np.linspace(0.0, 1.0, quantile_points + 1))
+            psi_q = _sorted_quantiles(finite, np.arange(1, psi_bins) / psi_bins)
+        edges = np.unique(np.concatenate([uniform, quantiles, psi_q, [top], atoms, atom_tops]))
         edges = edges[(edges >= lo) & (edges <= top)]
         if edges.size > 2 and not (atoms.size and atoms[-1] == hi):  # a plain maximum is in the closed top bin
             edges = edges[edges != hi]

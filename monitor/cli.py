@@ -7,6 +7,7 @@ or configuration — and any unexpected error, so that 1 always means findings.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -86,8 +87,9 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
     except AtalaiaError as exc:  # a configuration problem, a state dir it cannot use, an address it cannot bind
         print(f"atalaia: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except BrokenPipeError:  # e.g. `atalaia check ... | head`
-        sys.stderr.close()
+    except BrokenPipeError:  # e.g. `atalaia check ... | head`: the rest of the output goes nowhere, quietly
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
     except Exception as exc:  # last resort: exit code 1 means "findings", never a crash
         log.debug("atalaia %s failed", args.command, exc_info=exc)
@@ -168,7 +170,11 @@ def _table(findings: Sequence, out: TextIO) -> None:
         t.add_row(f.model, f.detector, f.target + (f" [{f.group}]" if f.group else ""), f.statistic, num(f.value),
                   num(f.threshold), num(f.p_value), f"[{colours[f.status]}]{f.status}[/]", str(f.n_reference),
                   str(f.n_current))
-    console = Console(file=out, width=max(120, Console(file=out).width), highlight=False)
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:  # rich's own exits 1, which means "findings": main's handler exits 0
+            raise BrokenPipeError
+
+    console = _Console(file=out, width=max(120, Console(file=out).width), highlight=False)
     if findings:
         console.print(f"window {findings[0].window_start} .. {findings[0].window_end}")
     console.print(t)
@@ -204,7 +210,8 @@ def _serve(cfg: Config, listen: str | None, registry: Registry | None) -> int:
 def _flush_and_exit(code: int) -> NoReturn:
     """Flush every logging handler and stdio, then end the process at once (no interpreter shutdown)."""
     for handler in logging.getLogger().handlers:
-        handler.flush()
+        with contextlib.suppress(OSError, ValueError):  # a handler on a closed or broken stream
+            handler.flush()
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
@@ -219,13 +226,15 @@ def _demo(args: argparse.Namespace, out: TextIO, registry: Registry | None) -> i
     directory = Path(args.dir).resolve()
     now = datetime.now(UTC)
     manifest = write_demo(directory=directory, now=now)
-    config_path = demo_config_path()
-    cfg = load_config(config_path, base_dir=directory, registry=registry)
+    # a copy beside the data, so that its relative paths work for `check`, `validate` and `run` as printed
+    config_path = directory / "atalaia.yaml"
+    shutil.copyfile(demo_config_path(), config_path)
+    cfg = load_config(config_path, registry=registry)
     # the sink was written anew around `now`: findings and references of an earlier demo are stale
     shutil.rmtree(cfg.state_path, ignore_errors=True)
     listen = args.listen or cfg.server.listen
     print(manifest.describe(), file=out)
-    print(f"configuration: {config_path} (paths relative to {directory})", file=out)
+    print(f"configuration: {config_path}", file=out)
     if args.no_run:
         return EXIT_OK
     print(f"serving metrics on http://{listen}/metrics — Ctrl-C to stop", file=out, flush=True)

@@ -490,11 +490,16 @@ def _model_cross_checks(where: str, m: dict[str, Any], route_names: set[str] | N
             continue
         if columns_known and feats:  # a column of a kind the detector does not score would get no finding at all
             kinds = sorted(cls.applies_to)
+            # a joint detector reads the model's features only (Batch.numeric / categorical), not its score or prediction
+            scorable = {"numeric": numeric, "categorical": categorical} if cls.joint else by_kind
             for f in feats:
-                if f in known and not any(f in by_kind.get(k, ()) for k in kinds):
+                if f in known and not any(f in scorable.get(k, ()) for k in kinds):
                     have = next((k for k in ("numeric", "categorical") if f in by_kind[k]), "another kind")
+                    if f in model_columns and cls.joint:
+                        have = "a prediction column, which it does not read"
+                    what = " features" if cls.joint else " columns"
                     out.append((f"{where}.detectors[{j}].features",
-                                f"must name {' or '.join(kinds)} columns, which {typ!r} scores; {f!r} is {have}"))
+                                f"must name {' or '.join(kinds)}{what}, which {typ!r} scores; {f!r} is {have}"))
         targets = _detector_targets(cls, feats, by_kind)
         for k, other, other_targets in scored:
             overlap = targets & other_targets

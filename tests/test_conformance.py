@@ -749,8 +749,8 @@ def naive_multivariate(det: Detector, ref_profile: Profile, ref: Batch, cur: Bat
         scores = [sum(z[j] * model.components[j, c] for j in range(len(z))) for c in range(model.n_components)]
         resid = [z[j] - sum(scores[c] * model.components[j, c] for c in range(model.n_components))
                  for j in range(len(z))]
-        quantum = 2.0 ** (math.ceil(math.log2(len(z))) - 24)  # the documented rounding of the errors
-        errors.append(round(sum(x * x for x in resid) / quantum) * quantum)
+        mantissa, exponent = math.frexp(sum(x * x for x in resid))  # rounded to 24 significant bits
+        errors.append(math.ldexp(round(math.ldexp(mantissa, 24)), exponent - 24))
     fin = [e for e in errors if math.isfinite(e)]
     q = hist(np.array(errors), model.errors.edges)
     d = naive_ks(list(model.errors.counts), q)

@@ -190,16 +190,25 @@ class ParquetSink:
                                               batch_size=batch_size, deadline=deadline)
 
     def holds_rows(self, entry: FileEntry, start: datetime, end: datetime) -> bool:
-        """Whether a file may hold rows with ``start <= timestamp < end``, by its footer's timestamp
-        statistics (one small read; a file without usable statistics, or unreadable, may)."""
+        """Whether a file holds rows with ``start <= timestamp < end``: by its footer's timestamp
+        statistics, and for row groups they cannot settle (no statistics, as Spark's INT96
+        timestamps have, or groups straddling an end) by their timestamp column.  An unreadable
+        file may."""
         if not self.timestamp:
             return True
         try:
             with self.filesystem.open_input_file(entry.path) as source:
-                whole, partly = _row_groups(pq.ParquetFile(source), self.timestamp, start, end)
-        except (pa.ArrowInvalid, OSError):
+                pf = pq.ParquetFile(source)
+                whole, partly = _row_groups(pf, self.timestamp, start, end)
+                if whole:
+                    return True
+                for batch in pf.iter_batches(columns=[self.timestamp], row_groups=partly) if partly else ():
+                    if compute().any(self._mask(batch, start, end)).as_py():
+                        return True
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError, AttributeError, KeyError, TypeError,
+                ValueError):  # unreadable, or no timestamp column there: the read of the reference says which
             return True
-        return bool(whole or partly)
+        return False
 
     def _file_batches(self, entry: FileEntry, source: pa.NativeFile, *, columns: Mapping[str, ColumnKind],
                       names: list[str], start: datetime | None, end: datetime | None, batch_size: int,
