@@ -611,15 +611,14 @@ def _centre(reference: NumericReference) -> tuple[float, int]:
 def _mad_weights(reference: NumericReference) -> tuple[float, np.ndarray]:
     """The centre *c* of :func:`mean_abs_deviation` and each interior bin's distance :math:`|mid_j - c|`."""
     c, _ = _centre(reference)
-    e = reference.bin_edges
-    return c, np.abs(0.5 * e[:-1] + 0.5 * e[1:] - c)  # halves first: no overflow next to the largest float
+    return c, np.abs(reference.bin_values - c)
 
 
 def mean_abs_deviation(counts: NumericCounts | NumericReference, reference: NumericReference,
                        *, weights: tuple[float, np.ndarray] | None = None) -> tuple[float, float]:
     """Mean and variance of :math:`|x - c|` about the reference median *c* (a grid edge), from grid counts.
 
-    Interior bins lie on one side of *c* and count at their midpoints; the
+    Interior bins lie on one side of *c* and count at their midpoints (an atom's at the atom); the
     out-of-range slots use their exact sums; the second moment
     :math:`\\overline{(x-c)^2} = m_2/n + (\\bar x - c)^2` is exact.  ``weights``:
     the reference's ``(c, |mid - c|)`` when already computed.

@@ -123,6 +123,18 @@ class NumericReference:
     maximum: float
     #: of ``n_missing``: infinities; the rest are NaN or null
     n_inf: int = 0
+    #: the atoms, each the only value of its grid bin (see the module docstring)
+    atoms: np.ndarray = field(default_factory=lambda: np.empty(0))
+
+    @functools.cached_property
+    def bin_values(self) -> np.ndarray:
+        """Where each interior bin's values lie, for moments from counts: an atom's bin at the atom (its
+        bin is a few float32 ulps wide, and no other value lies in it), any other at its midpoint."""
+        e = self.bin_edges
+        mid = 0.5 * e[:-1] + 0.5 * e[1:]  # halves first: no overflow next to the largest float
+        if self.atoms.size:
+            mid[np.searchsorted(e, _atom_bins(self.atoms)[0], side="right") - 1] = self.atoms
+        return mid
 
     @property
     def n_nan(self) -> int:
@@ -162,15 +174,21 @@ class NumericReference:
                        n_missing=n_missing, mean=float("nan"), std=float("nan"),
                        minimum=float("nan"), maximum=float("nan"), n_inf=n_inf)
         lo, hi = float(finite[0]), float(finite[-1])
-        atoms = _atoms(finite, more_than=max(1.0, finite.size / quantile_points))  # repeated, and > 0.1 %
+        atoms, atom_counts = _atoms(finite, more_than=max(1.0, finite.size / quantile_points))  # repeated, > 0.1 %
+        atom_lo, atom_hi = _atom_bins(atoms)
         with np.errstate(over="ignore"):  # above the largest float lies +inf (see bin_edges)
             top = float(np.nextafter(hi, np.inf))
-            atom_tops = np.nextafter(atoms, np.inf)
             uniform = np.linspace(lo, hi, grid_bins + 1)
             quantiles = _sorted_quantiles(finite, np.linspace(0.0, 1.0, quantile_points + 1))
             psi_q = _sorted_quantiles(finite, np.arange(1, psi_bins) / psi_bins)
-        edges = np.unique(np.concatenate([uniform, quantiles, psi_q, [top], atoms, atom_tops]))
-        edges = edges[(edges >= lo) & (edges <= top)]
+        first = min(lo, float(atom_lo[0])) if atoms.size else lo
+        last = max(top, float(atom_hi[-1])) if atoms.size else top
+        edges = np.unique(np.concatenate([uniform, quantiles, psi_q, [top], atom_lo, atom_hi]))
+        edges = edges[(edges >= first) & (edges <= last)]
+        if atoms.size:  # nothing splits an atom's bin (its value itself included, when it lies inside)
+            j = np.searchsorted(atom_lo, edges, side="right") - 1
+            inside = (j >= 0) & (edges > atom_lo[np.maximum(j, 0)]) & (edges < atom_hi[np.maximum(j, 0)])
+            edges = edges[~inside]
         if edges.size > 2 and not (atoms.size and atoms[-1] == hi):  # a plain maximum is in the closed top bin
             edges = edges[edges != hi]
         counts = _cut(finite, edges)
@@ -180,23 +198,65 @@ class NumericReference:
         # merged with its neighbours; a bin the reference leaves empty is not cut
         cum = np.cumsum(counts)
         after = np.searchsorted(cum, np.arange(1, psi_bins) * (finite.size / psi_bins), side="left") + 1
-        psi_cuts = np.concatenate([[0], np.unique(after[cum[after - 1] < finite.size])])
+        # an atom holding half a share or more (a cap, a default) is a PSI bin of its own too, so a move of it
+        # within its decile is seen: a cut where its grid bin starts (unless it is the minimum's, which the
+        # first PSI bin starts at) and one after it when the reference has values beyond it
+        at = np.searchsorted(edges, atom_lo[atom_counts >= finite.size / (2 * psi_bins)], side="right")
+        cuts = np.concatenate([after, at[at > 1], at + 1])
+        cuts = np.unique(cuts[(cuts > 0) & (cuts < counts.size)])
+        kept = [0]
+        for c in cuts[cum[cuts - 1] < finite.size].tolist():  # each PSI bin holds reference values
+            if cum[c - 1] > (cum[kept[-1] - 1] if kept[-1] else 0):
+                kept.append(c)
+            elif kept[-1]:  # [previous cut, c) is empty: it joins the bin before
+                kept[-1] = c
+        psi_cuts = np.array(kept)
         if psi_cuts.size == 1:  # one value (a constant): below and above it are bins, or PSI could never move
             psi_cuts = np.array([0, 1, counts.size - 1])
         mean, std = scaled_moments(finite)
         return cls(edges=edges, counts=counts, psi_cuts=psi_cuts.astype(np.intp), n=int(finite.size),
-                   n_missing=n_missing, mean=float(mean), std=float(std), minimum=lo, maximum=hi, n_inf=n_inf)
+                   n_missing=n_missing, mean=float(mean), std=float(std), minimum=lo, maximum=hi, n_inf=n_inf,
+                   atoms=atoms)
 
 
-def _atoms(s: np.ndarray, *, more_than: float) -> np.ndarray:
-    """The values of sorted ``s`` that occur more than ``more_than`` times, in order.
+def _atoms(s: np.ndarray, *, more_than: float) -> tuple[np.ndarray, np.ndarray]:
+    """The values of sorted ``s`` that occur more than ``more_than`` times, in order, and their counts.
 
-    >>> _atoms(np.array([0.0, 0.0, 0.0, 1.0, 2.0, 2.0]), more_than=1).tolist()
-    [0.0, 2.0]
+    >>> [a.tolist() for a in _atoms(np.array([0.0, 0.0, 0.0, 1.0, 2.0, 2.0]), more_than=1)]
+    [[0.0, 2.0], [3, 2]]
     """
     starts = np.flatnonzero(np.concatenate([[True], s[1:] != s[:-1]]))
     runs = np.diff(np.append(starts, s.size))
-    return s[starts[runs > more_than]]
+    keep = runs > more_than
+    return s[starts[keep]], runs[keep]
+
+
+def _atom_bins(atoms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each atom's grid bin ``[lo, hi)``: exactly the value for float64 data, and for float32 data both
+    float32 neighbours of a value float32 cannot hold (a window of float32 values against a float64
+    reference rounds 0.1 to the nearest float32, above it or below), i.e. from the largest float32 at
+    or below the atom to just above the smallest at or above it.  Values beyond float32's range keep
+    the one-ulp float64 bin.
+
+    >>> lo, hi = _atom_bins(np.array([0.0, 0.1]))
+    >>> bool(lo[0] == 0.0 and hi[0] == np.nextafter(np.float32(0), np.float32(1)))
+    True
+    >>> bool(lo[1] <= np.float32(0.1) < hi[1] and lo[1] < 0.1 < hi[1])
+    True
+    """
+    if atoms.size == 0:
+        return atoms, atoms
+    with np.errstate(over="ignore"):
+        f = atoms.astype(np.float32)
+        up32 = np.float32(np.inf)
+        down = np.where(f.astype(np.float64) > atoms, np.nextafter(f, -up32), f)  # float32 at or below
+        ceil = np.where(f.astype(np.float64) < atoms, np.nextafter(f, up32), f)   # float32 at or above
+        hi32 = np.nextafter(ceil, up32).astype(np.float64)
+        lo64 = down.astype(np.float64)
+        in_range = np.isfinite(lo64) & np.isfinite(hi32)
+        lo = np.where(in_range, lo64, atoms)
+        hi = np.where(in_range, hi32, np.nextafter(atoms, np.inf))
+    return lo, hi
 
 
 def scaled_moments(x: np.ndarray, *, axis: int | None = None) -> tuple[np.ndarray, np.ndarray]:

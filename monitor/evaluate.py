@@ -46,8 +46,9 @@ log = logging.getLogger("atalaia.evaluate")
 
 #: bump when the profile layout or its meaning changes, so cached references are rebuilt
 #: (2: PSI bins of a value holding more than a tenth of the reference; 3: a grid bin of its own for a
-#: value holding more than a thousandth)
-PROFILE_VERSION = 3
+#: value holding more than a thousandth; 4: that bin holds its float32 neighbours, and a PSI bin of its own
+#: for one holding half a tenth)
+PROFILE_VERSION = 4
 
 
 @functools.cache
@@ -185,6 +186,13 @@ class Evaluator:
             for n in c.sensitive:  # asked for only by a detector that reads them; a feature keeps its kind
                 cols.setdefault(n, "categorical")
         return cols
+
+    def config_key(self) -> str:
+        """What the model's findings depend on in the configuration: its window, columns and detectors
+        (types and parameters).  Findings stored under another key are not restored after a restart."""
+        doc = {"window": self.model.window.total_seconds(), "columns": sorted(self.window_columns().items()),
+               "roles": sorted(self.columns.roles().items()), "detectors": [d.key for d in self.detectors]}
+        return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
     # -- reference ------------------------------------------------------------
     def reference_range(self, at: datetime) -> tuple[datetime, datetime] | None:

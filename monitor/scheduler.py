@@ -48,7 +48,7 @@ from .config import Config, ModelConfig, config_warnings, parse_listen
 from .evaluate import REFERENCE_FILE, Evaluation, Evaluator, cache_version
 from .exporter import FindingsCollector, LatestFindings, MetricsServer, Telemetry
 from .partition_store import PartitionStore
-from .state import RunRecord, StateStore, StateStoreError, is_corruption
+from .state import DirLock, RunRecord, StateStore, StateStoreError, is_corruption
 
 __all__ = ["Daemon", "OUTCOMES"]
 
@@ -89,11 +89,15 @@ class Daemon:
         self.latest = LatestFindings(max_groups=config.server.max_groups,
                                      on_cap=lambda model, n: self.telemetry.label_cap.labels(model).inc(n))
         self.metrics_registry.register(FindingsCollector(self.latest))
-        if state is None:
-            try:
+        try:
+            # before the store is opened and any cache dropped: one daemon per state dir
+            self._dir_lock = DirLock(config.state_path)
+            if state is None:
                 state = StateStore.in_dir(config.state_path)
-            except StateStoreError as exc:
-                raise StateStoreError(f"state_dir {config.state_dir!r} cannot be used: {exc}") from None
+        except StateStoreError as exc:
+            if getattr(self, "_dir_lock", None) is not None:
+                self._dir_lock.release()
+            raise StateStoreError(f"state_dir {config.state_dir!r} cannot be used: {exc}") from None
         self.state = state
         self.pool = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="atalaia-count")
         # partition profiles survive a restart: the first run after one reads only what changed
@@ -150,11 +154,18 @@ class Daemon:
             if run is not None:
                 self.telemetry.last_success.labels(name).set(
                     (run.started_at + timedelta(seconds=run.duration_seconds)).timestamp())
-        for model, findings in self.state.latest_findings().items():
-            if model in self.evaluators and findings:
-                end = datetime.fromisoformat(findings[0].window_end.replace("Z", "+00:00"))
-                self.latest.set(model, findings, end.timestamp())
-                log.info("restored %d findings of model %s from the state store", len(findings), model)
+        for model, (findings, config) in self.state.latest().items():
+            if model not in self.evaluators or not findings:
+                continue
+            if config != self.evaluators[model].config_key():
+                # another detector set, threshold or column list: its findings would be exported frozen (a removed
+                # detector's alert for good, while the source fails); the model's next run exports its own
+                log.info("not restoring the findings of model %s: its configuration changed since they were made",
+                         model)
+                continue
+            end = datetime.fromisoformat(findings[0].window_end.replace("Z", "+00:00"))
+            self.latest.set(model, findings, end.timestamp())
+            log.info("restored %d findings of model %s from the state store", len(findings), model)
 
     # -- readiness ------------------------------------------------------------
     def readiness(self) -> tuple[bool, str]:
@@ -227,7 +238,8 @@ class Daemon:
         now = self.clock().timestamp()
         t.runs.labels(model.name, outcome).inc()
         t.last_run.labels(model.name).set(now)
-        t.duration.labels(model.name).observe(duration)
+        if outcome != "skipped":  # a run that never started has no duration (as APScheduler's dropped firings)
+            t.duration.labels(model.name).observe(duration)
         if ev is not None:
             t.rows.labels(model.name).inc(ev.rows)
             t.last_success.labels(model.name).set(now)
@@ -242,7 +254,8 @@ class Daemon:
             self.state.record_run(RunRecord(
                 model=model.name, started_at=at, window_start=ev.window_start if ev else at - model.window,
                 window_end=ev.window_end if ev else at, outcome=outcome, duration_seconds=duration,
-                rows=ev.rows if ev else 0, error=error), ev.findings if ev else None)
+                rows=ev.rows if ev else 0, error=error), ev.findings if ev else None,
+                config=self.evaluators[model.name].config_key())
         except Exception as exc:  # the state store must never take the daemon down
             log.error("model %s: could not record the run in the state store: %s", model.name, exc)
             if is_corruption(exc):
@@ -304,6 +317,7 @@ class Daemon:
             self.server.stop()
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.state.close()
+        self._dir_lock.release()
         log.info("stopped")
 
     def serve_forever(self) -> int:

@@ -8,6 +8,7 @@ guarded by a lock, serves the scheduler's threads.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -23,7 +24,7 @@ from typing import Any
 from detectors.base import Finding
 from detectors.errors import AtalaiaError
 
-__all__ = ["StateStore", "RunRecord", "StateStoreError", "is_corruption"]
+__all__ = ["DirLock", "StateStore", "RunRecord", "StateStoreError", "is_corruption"]
 
 log = logging.getLogger("atalaia.state")
 
@@ -98,6 +99,41 @@ class RunRecord:
     error: str | None = None
 
 
+class DirLock:
+    """An exclusive lock on a state dir for the life of a daemon (``flock`` on ``atalaia.lock``, which holds
+    the owner's pid): two daemons on one state dir would drop each other's caches and mix their runs.
+    The kernel releases it when the process ends, however it ends."""
+
+    NAME = "atalaia.lock"
+
+    def __init__(self, state_dir: Path | str) -> None:
+        import fcntl
+
+        self.path = Path(state_dir) / self.NAME
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StateStoreError(f"cannot create {self.path}: {exc.strerror or exc}") from None
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            owner = ""
+            with contextlib.suppress(OSError):
+                owner = os.pread(self._fd, 32, 0).decode(errors="replace").strip()
+            os.close(self._fd)
+            self._fd = None
+            raise StateStoreError(f"it is in use by another atalaia daemon (pid {owner or 'unknown'}, "
+                                  f"{self.path})") from None
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the only descriptor releases the flock
+            self._fd = None
+
+
 class StateStore:
     """SQLite-backed state; ``path`` is the database file (its folder is created).
 
@@ -124,6 +160,8 @@ class StateStore:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.executescript(_SCHEMA)
+            if "config" not in {row[1] for row in db.execute("PRAGMA table_info(latest_findings)")}:
+                db.execute("ALTER TABLE latest_findings ADD COLUMN config TEXT")  # a store of an earlier release
             found = [row[0] for row in db.execute("PRAGMA quick_check").fetchall()]
             if found != ["ok"]:
                 raise _Damaged("; ".join(map(str, found[:3])))
@@ -192,8 +230,11 @@ class StateStore:
             self._db.close()
 
     # -- runs and findings ----------------------------------------------------
-    def record_run(self, run: RunRecord, findings: Sequence[Finding] | None = None, *, keep_runs: int = 10_000) -> None:
-        """Store a run; when ``findings`` are given they become the model's latest and advance its watermark."""
+    def record_run(self, run: RunRecord, findings: Sequence[Finding] | None = None, *, config: str | None = None,
+                   keep_runs: int = 10_000) -> None:
+        """Store a run; when ``findings`` are given they become the model's latest and advance its watermark.
+
+        ``config`` identifies the configuration that produced them (see :meth:`latest`)."""
         with self.transaction() as db:
             db.execute(
                 "INSERT INTO runs (model, started_at, window_start, window_end, outcome, duration_seconds, rows, error)"
@@ -205,11 +246,12 @@ class StateStore:
                        (run.model, run.model, keep_runs))
             if findings is not None:
                 db.execute(
-                    "INSERT INTO latest_findings (model, window_start, window_end, findings) VALUES (?, ?, ?, ?)"
+                    "INSERT INTO latest_findings (model, window_start, window_end, findings, config)"
+                    " VALUES (?, ?, ?, ?, ?)"
                     " ON CONFLICT(model) DO UPDATE SET window_start=excluded.window_start,"
-                    " window_end=excluded.window_end, findings=excluded.findings",
+                    " window_end=excluded.window_end, findings=excluded.findings, config=excluded.config",
                     (run.model, run.window_start.isoformat(), run.window_end.isoformat(),
-                     json.dumps([f.to_dict() for f in findings])))
+                     json.dumps([f.to_dict() for f in findings]), config))
                 db.execute("INSERT INTO watermarks (model, window_end) VALUES (?, ?)"
                            " ON CONFLICT(model) DO UPDATE SET window_end=excluded.window_end"
                            " WHERE excluded.window_end > watermarks.window_end",
@@ -230,9 +272,13 @@ class StateStore:
         return _record(row) if row else None
 
     def latest_findings(self) -> dict[str, list[Finding]]:
+        return {model: findings for model, (findings, _) in self.latest().items()}
+
+    def latest(self) -> dict[str, tuple[list[Finding], str | None]]:
+        """Each model's latest findings and the ``config`` recorded with them (``None``: not recorded)."""
         with self._lock:
-            rows = self._db.execute("SELECT model, findings FROM latest_findings").fetchall()
-        return {model: [Finding(**d) for d in json.loads(text)] for model, text in rows}
+            rows = self._db.execute("SELECT model, findings, config FROM latest_findings").fetchall()
+        return {model: ([Finding(**d) for d in json.loads(text)], config) for model, text, config in rows}
 
     def watermark(self, model: str) -> datetime | None:
         with self._lock:

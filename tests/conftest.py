@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import socket
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -109,6 +111,14 @@ def config_file(tmp_path: Path, sink: Path) -> Path:
     }
     path = tmp_path / "atalaia.yaml"
     path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def settled(path: Path) -> Path:
+    """Date a file an hour back: not one a writer is still appending to (a file without a footer younger
+    than ``monitor.sources.parquet.IN_PROGRESS_SECONDS`` is left for a later run, not reported corrupt)."""
+    t = time.time() - 3600
+    os.utime(path, (t, t))
     return path
 
 

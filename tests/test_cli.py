@@ -304,6 +304,8 @@ def test_check_corrupt_file_in_the_window_exits_2_naming_it(cli: Cli, config_fil
     t = SHIFTED - timedelta(minutes=30)
     corrupt = hour_dir(sink, t) / "part-0.parquet"
     corrupt.write_bytes(corrupt.read_bytes()[: len(corrupt.read_bytes()) // 2])  # truncated
+    an_hour_ago = datetime.now(UTC).timestamp() - 3600  # not a file still being written
+    os.utime(corrupt, (an_hour_ago, an_hour_ago))
     code, out, err = cli("check", "--config", config_file, "--at", iso(SHIFTED), "--format", "json")
     assert code == 2
     assert str(corrupt) in err

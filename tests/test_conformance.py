@@ -702,8 +702,11 @@ def naive_mean_shift(r: NumericReference, values: np.ndarray) -> tuple[float, fl
     centre = float(r.edges[k])
     e = r.edges.tolist()
 
+    def point(i: int) -> float:  # an atom's bin holds only the atom; any other bin counts at its midpoint
+        return next((a for a in r.atoms.tolist() if e[i - 1] <= a < e[i]), (e[i - 1] + e[i]) / 2)
+
     def mad(counts: list[int], below: float, above: float) -> float:
-        tot = sum(counts[i] * abs((e[i - 1] + e[i]) / 2 - centre) for i in range(1, len(e)))
+        tot = sum(counts[i] * abs(point(i) - centre) for i in range(1, len(e)))
         tot += counts[0] * centre - below + above - counts[-1] * centre
         return tot / sum(counts)
 

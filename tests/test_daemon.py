@@ -34,7 +34,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import free_port, hour_dir, model_config, write_hourly_sink
+from conftest import free_port, hour_dir, model_config, settled, write_hourly_sink
 from monitor.state import RunRecord, StateStore
 
 pytestmark = pytest.mark.e2e
@@ -431,6 +431,7 @@ def test_runs_every_interval_without_overlap_and_survives_bad_files(tmp_path: Pa
     bad_hour = hour_dir(tmp_path / "bad", h)
     corrupt = bad_hour / "part-1.parquet"
     corrupt.write_bytes(b"PAR1 this is not a parquet file at all PAR1")
+    settled(corrupt)
     no_x1 = bad_hour / "part-2.parquet"
     n = 50
     pq.write_table(pa.table({
@@ -616,7 +617,7 @@ def test_a_start_drops_the_cached_profiles_of_models_no_longer_configured(tmp_pa
         model_config(pred_path=str(tmp_path / "preds"), reference=reference)]})
     Daemon(config=config).shutdown()
     left = {str(p.relative_to(state)) for p in state.rglob("*") if p.is_file() and p.suffix != ".db"
-            and "-wal" not in p.name and "-shm" not in p.name}
+            and "-wal" not in p.name and "-shm" not in p.name and p.name != "atalaia.lock"}
     assert left == {"partitions/model=m1/a.profile", f"references/m1-{hexkey}.pkl", "references/notes.txt"}
     assert not (state / "partitions" / "model=old").exists()
 

@@ -22,7 +22,7 @@ from monitor.config import parse_config
 from monitor.evaluate import Evaluation, Evaluator, cache_version
 from monitor.partition_store import PartitionStore
 from monitor.sources.parquet import ParquetSink
-from tests.conftest import T0, hour_dir, model_config, write_hourly_sink
+from tests.conftest import T0, hour_dir, model_config, settled, write_hourly_sink
 
 ALL_DRIFT = [{"type": t} for t in ("psi", "ks", "wasserstein", "mean_shift", "anderson_darling", "chi2",
                                     "jensen_shannon", "multivariate", "data_quality")]
@@ -114,6 +114,7 @@ def test_a_partition_with_a_skipped_file_is_not_kept(tmp_path: Path, hourly: Pat
     ev = evaluator(tmp_path, hourly)
     hour = T0 + timedelta(hours=15)
     (hour_dir(hourly, hour) / "part-9.parquet").write_bytes(b"not parquet")
+    settled(hour_dir(hourly, hour) / "part-9.parquet")
     at = T0 + timedelta(hours=20)
 
     first = ev.evaluate(at=at)
@@ -427,6 +428,8 @@ def test_partitions_without_a_readable_row_merge_in_order_and_are_reported(tmp_p
     (part(19) / "part-0.parquet").write_bytes(b"not parquet")
     pq.write_table(pq.read_table(part(16) / "part-0.parquet").slice(0, 0), part(16) / "part-0.parquet")
     (part(17) / "part-1.parquet").write_bytes(b"not parquet")
+    for bad in (part(14) / "part-0.parquet", part(19) / "part-0.parquet", part(17) / "part-1.parquet"):
+        settled(bad)
     ev = evaluator(tmp_path, hourly, store=stored(tmp_path))
     for at in (T0 + timedelta(hours=20), T0 + timedelta(hours=20, minutes=30), T0 + timedelta(hours=20)):
         run = ev.evaluate(at=at)
@@ -510,7 +513,7 @@ def test_a_reference_short_of_a_file_is_reported_and_built_again_next_run(tmp_pa
     # a file of the reference range fails once (an object store's transient error) and reads again unchanged,
     # same size and mtime: the short reference must not be cached under the complete files' key
     f = hour_dir(hourly, T0 + timedelta(hours=4)) / "part-0.parquet"
-    good, st = f.read_bytes(), f.stat()
+    good, st = f.read_bytes(), settled(f).stat()  # an hour old: not a file still being written
     f.write_bytes(b"x" * len(good))
     os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
     ev = evaluator(tmp_path, hourly)

@@ -7,6 +7,7 @@ Everything here reads real Parquet files written with pyarrow; the object-store 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,7 +20,7 @@ import pytest
 from detectors.errors import SourceError, SourceTimeout
 from monitor.config import parse_config
 from monitor.evaluate import Evaluator
-from monitor.sources.parquet import ColumnKind, ParquetSink, _row_groups, coalesce, join_labels, label_lookup, partition_range
+from monitor.sources.parquet import IN_PROGRESS_SECONDS, ColumnKind, ParquetSink, _row_groups, coalesce, join_labels, label_lookup, partition_range
 from tests.conftest import T0, free_port, hour_dir, model_config, write_hourly_sink
 
 COLS: dict[str, ColumnKind] = {"ts": "timestamp", "x0": "numeric", "x1": "numeric", "c": "categorical"}
@@ -282,6 +283,8 @@ def test_a_corrupt_file_is_skipped_and_named_while_the_others_are_read(tmp_path:
     data = bad.read_bytes()
     bad.write_bytes({"truncated": data[: len(data) // 2], "garbage": os.urandom(len(data)), "empty": b"",
                      "footer_only_torn": data[:-12] + b"\0" * 8 + data[-4:]}[damage])
+    an_hour_ago = time.time() - 3600  # past IN_PROGRESS_SECONDS: no writer is still at it
+    os.utime(bad, (an_hour_ago, an_hour_ago))
     src = ParquetSink.open(str(tmp_path), timestamp="ts")
 
     table = read_all(src, start=T0, end=T0 + timedelta(hours=3))
@@ -297,6 +300,19 @@ def test_a_corrupt_file_is_skipped_and_named_while_the_others_are_read(tmp_path:
     # the next read starts clean
     list(src.batches(columns=COLS, start=T0, end=T0 + timedelta(hours=1)))
     assert src.errors == []
+
+
+def test_a_file_without_footer_is_left_for_a_later_run_while_young_and_corrupt_once_old(tmp_path: Path) -> None:
+    # a ParquetWriter appending row groups writes the footer when it closes: until then the file has none
+    write_small_hourly(tmp_path, 3)
+    live = part_file(tmp_path, T0 + timedelta(hours=1))
+    live.write_bytes(live.read_bytes()[:-100])
+    modified = live.stat().st_mtime
+    src = ParquetSink.open(str(tmp_path), timestamp="ts")
+    for age, errors in ((IN_PROGRESS_SECONDS - 5, 0), (IN_PROGRESS_SECONDS + 5, 1)):
+        src.wall_clock = lambda age=age: modified + age  # type: ignore[misc]
+        assert read_all(src, start=T0, end=T0 + timedelta(hours=3)).num_rows == 20
+        assert [e.reason for e in src.errors] == ["corrupt"] * errors
 
 
 def test_a_missing_column_names_the_file_and_the_column(tmp_path: Path) -> None:
@@ -563,6 +579,7 @@ def test_s3_sink_is_pruned_projected_and_read(s3: tuple[str, object], tmp_path: 
     upload_tree(client, local, "bucket", "pruned/preds")
 
     src = ParquetSink.open("s3://bucket/pruned/preds", timestamp="ts", endpoint_url=endpoint, region="us-east-1")
+    src.wall_clock = lambda: time.time() + 3600  # the objects were just put: an hour on, none is being written
     assert len(src.files()) == 6
     start, end = T0 + timedelta(hours=2), T0 + timedelta(hours=3)
     (entry,) = src.files(start, end)

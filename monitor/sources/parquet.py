@@ -42,6 +42,11 @@ __all__ = ["ColumnKind", "FileEntry", "ParquetSink", "coalesce", "join_labels", 
 
 ColumnKind = Literal["timestamp", "numeric", "categorical", "any"]
 
+#: A file without a readable footer modified less than this long ago is taken as still being written
+#: (a ``ParquetWriter`` appending row groups writes the footer when it closes): it is left for a later
+#: run without a source error.  Older, it is ``corrupt``.
+IN_PROGRESS_SECONDS = 300.0
+
 _DAY_KEYS = ("date", "dt", "day", "ds")
 _KEY_VALUE = re.compile(r"^([^=/]+)=([^/]*)$")
 
@@ -125,6 +130,8 @@ class ParquetSink:
     root: str
     errors: list[SourceError] = field(default_factory=list)
     clock: Callable[[], float] = time.monotonic
+    #: the wall clock files' modification times are compared with (see :data:`IN_PROGRESS_SECONDS`)
+    wall_clock: Callable[[], float] = time.time
 
     @classmethod
     def open(cls, uri: str, *, timestamp: str | None, **fs_options: object) -> ParquetSink:
@@ -217,6 +224,11 @@ class ParquetSink:
             pf = pq.ParquetFile(source, pre_buffer=True)
             schema = pf.schema_arrow
         except (pa.ArrowInvalid, OSError) as exc:
+            age = self.wall_clock() - entry.mtime_ns / 1e9
+            if age < IN_PROGRESS_SECONDS:  # a writer appending row groups writes the footer last
+                log.info("%s: no readable footer yet, modified %.0f s ago: taken as still being written and "
+                         "left for a later run (%s)", entry.path, max(age, 0.0), _short(exc))
+                return
             self.errors.append(SourceError(f"unreadable Parquet file: {_short(exc)}", path=entry.path,
                                            reason="corrupt"))
             return
