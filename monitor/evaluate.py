@@ -346,6 +346,7 @@ class Evaluator:
                 for batch in coalesce(batches, rows=BATCH_ROWS):
                     yield i, batch
                 group.errors = list(sink.errors)
+                group.pending = bool(sink.pending)
 
         # each group is merged into the window's profile, in file order, as soon as it is complete (one
         # merge order whether a partition was read now or earlier): a run holds the group being counted and
@@ -364,7 +365,9 @@ class Evaluator:
                 if profiler is not None:
                     group = todo[counting]
                     complete[position[id(group)]] = profiler.profile
-                    if group.key in keepable and not group.errors:
+                    # a partition short of a file still being written is read again next run, not kept: were the
+                    # writer to die, the file would be reported corrupt then instead of hidden behind a kept profile
+                    if group.key in keepable and not group.errors and not group.pending:
                         fresh[group.key] = profiler.profile
                 counting += 1
                 profiler = WindowProfiler(reference=ref.profile, columns=self.columns, detectors=self.detectors,
@@ -455,3 +458,4 @@ class _Group:
     key: tuple[Any, ...]
     files: list[FileEntry]
     errors: list[SourceError] = field(default_factory=list)
+    pending: bool = False  # a file was left for a later run (still being written)

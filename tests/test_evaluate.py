@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import threading
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -124,6 +124,28 @@ def test_a_partition_with_a_skipped_file_is_not_kept(tmp_path: Path, hourly: Pat
         assert [e.path.rsplit("/", 1)[-1] for e in run.errors] == ["part-9.parquet"]
         assert run.outcome == "partial" and run.rows == 6 * 400
     assert second.partitions_reused == 5
+
+
+def test_a_partition_with_a_file_still_being_written_is_read_again_and_the_file_reported_once_it_is_stale(
+        tmp_path: Path, hourly: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import monitor.sources.parquet as parquet
+
+    ev = evaluator(tmp_path, hourly)
+    hour = T0 + timedelta(hours=15)
+    live = hour_dir(hourly, hour) / "part-9.parquet"
+    live.write_bytes(b"PAR1 row groups, no footer yet")
+    then = datetime.now(UTC).timestamp() - 120  # modified two minutes ago: still being written
+    os.utime(live, (then, then))
+    at = T0 + timedelta(hours=20)
+
+    first = ev.evaluate(at=at)
+    assert first.errors == [] and first.outcome == "success" and first.rows == 6 * 400
+    # the writer died and time passed: the same file (same size and mtime) is now past the grace period
+    monkeypatch.setattr(parquet, "IN_PROGRESS_SECONDS", 60.0)
+    second = ev.evaluate(at=at)
+    # its partition was not kept from the first run, so the file is read again and now reported
+    assert [e.path.rsplit("/", 1)[-1] for e in second.errors] == ["part-9.parquet"]
+    assert second.partitions_reused == 5 and second.outcome == "partial"
 
 
 def test_a_run_that_finishes_late_does_not_drop_what_a_newer_run_kept(tmp_path: Path, hourly: Path) -> None:

@@ -129,6 +129,8 @@ class ParquetSink:
     filesystem: pafs.FileSystem
     root: str
     errors: list[SourceError] = field(default_factory=list)
+    #: files the last call to :meth:`batches` left for a later run (still being written)
+    pending: list[str] = field(default_factory=list)
     clock: Callable[[], float] = time.monotonic
     #: the wall clock files' modification times are compared with (see :data:`IN_PROGRESS_SECONDS`)
     wall_clock: Callable[[], float] = time.time
@@ -181,6 +183,7 @@ class ParquetSink:
         Bad files are skipped and appended to :attr:`errors`.
         """
         self.errors = []
+        self.pending = []
         names = list(dict.fromkeys(columns))
         if self.timestamp and (start is not None or end is not None) and self.timestamp not in names:
             raise ValueError("the timestamp column must be among the requested columns to filter on it")
@@ -228,6 +231,7 @@ class ParquetSink:
             if age < IN_PROGRESS_SECONDS:  # a writer appending row groups writes the footer last
                 log.info("%s: no readable footer yet, modified %.0f s ago: taken as still being written and "
                          "left for a later run (%s)", entry.path, max(age, 0.0), _short(exc))
+                self.pending.append(entry.path)
                 return
             self.errors.append(SourceError(f"unreadable Parquet file: {_short(exc)}", path=entry.path,
                                            reason="corrupt"))
