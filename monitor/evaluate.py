@@ -251,6 +251,12 @@ class Evaluator:
             self._reference = _Reference(f"{key}-partial-{uuid.uuid4().hex}", profile,
                                          [d.summarise(profile) for d in self.detectors], list(sink.errors))
             return self._reference, False
+        if sink.pending:
+            # a file still being written was left out: built again next run rather than cached without it, so
+            # that it is read once complete, or reported corrupt should its writer die
+            self._reference = _Reference(f"{key}-pending-{uuid.uuid4().hex}", profile,
+                                         [d.summarise(profile) for d in self.detectors])
+            return self._reference, False
         tmp = cache.with_suffix(".tmp")
         try:
             cache.parent.mkdir(parents=True, exist_ok=True)

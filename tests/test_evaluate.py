@@ -148,6 +148,25 @@ def test_a_partition_with_a_file_still_being_written_is_read_again_and_the_file_
     assert second.partitions_reused == 5 and second.outcome == "partial"
 
 
+def test_a_reference_with_a_file_still_being_written_is_not_cached_without_it(
+        tmp_path: Path, hourly: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import monitor.sources.parquet as parquet
+
+    ev = evaluator(tmp_path, hourly)
+    live = hour_dir(hourly, T0 + timedelta(hours=4)) / "part-9.parquet"  # inside the reference range
+    live.write_bytes(b"PAR1 row groups, no footer yet")
+    then = datetime.now(UTC).timestamp() - 120
+    os.utime(live, (then, then))
+    at = T0 + timedelta(hours=20)
+    for _ in range(2):  # built again on each run, never cached without the file
+        run = ev.evaluate(at=at)
+        assert run.errors == [] and not run.reference_cached and run.reference_rows == 12 * 400
+    assert not list((tmp_path / "state" / "references").glob("*.pkl"))
+    monkeypatch.setattr(parquet, "IN_PROGRESS_SECONDS", 60.0)  # its writer died: the same file is now stale
+    stale = ev.evaluate(at=at)
+    assert [e.path.rsplit("/", 1)[-1] for e in stale.errors] == ["part-9.parquet"]
+
+
 def test_a_run_that_finishes_late_does_not_drop_what_a_newer_run_kept(tmp_path: Path, hourly: Path) -> None:
     ev = evaluator(tmp_path, hourly)
     ev.evaluate(at=T0 + timedelta(hours=20))
