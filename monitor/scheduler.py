@@ -89,15 +89,17 @@ class Daemon:
         self.latest = LatestFindings(max_groups=config.server.max_groups,
                                      on_cap=lambda model, n: self.telemetry.label_cap.labels(model).inc(n))
         self.metrics_registry.register(FindingsCollector(self.latest))
+        lock: DirLock | None = None
         try:
             # before the store is opened and any cache dropped: one daemon per state dir
-            self._dir_lock = DirLock(config.state_path)
+            lock = DirLock(config.state_path)
             if state is None:
                 state = StateStore.in_dir(config.state_path)
         except StateStoreError as exc:
-            if getattr(self, "_dir_lock", None) is not None:
-                self._dir_lock.release()
+            if lock is not None:
+                lock.release()
             raise StateStoreError(f"state_dir {config.state_dir!r} cannot be used: {exc}") from None
+        self._dir_lock = lock
         self.state = state
         self.pool = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="atalaia-count")
         # partition profiles survive a restart: the first run after one reads only what changed

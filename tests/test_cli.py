@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from conftest import T0, hour_dir, model_config
+from conftest import T0, hour_dir, model_config, settled
 from detectors.base import Context, Detector, Finding
 from detectors.registry import Registry
 from monitor.cli import main
@@ -304,8 +304,7 @@ def test_check_corrupt_file_in_the_window_exits_2_naming_it(cli: Cli, config_fil
     t = SHIFTED - timedelta(minutes=30)
     corrupt = hour_dir(sink, t) / "part-0.parquet"
     corrupt.write_bytes(corrupt.read_bytes()[: len(corrupt.read_bytes()) // 2])  # truncated
-    an_hour_ago = datetime.now(UTC).timestamp() - 3600  # not a file still being written
-    os.utime(corrupt, (an_hour_ago, an_hour_ago))
+    settled(corrupt)  # not a file still being written
     code, out, err = cli("check", "--config", config_file, "--at", iso(SHIFTED), "--format", "json")
     assert code == 2
     assert str(corrupt) in err

@@ -21,7 +21,7 @@ from detectors.errors import SourceError, SourceTimeout
 from monitor.config import parse_config
 from monitor.evaluate import Evaluator
 from monitor.sources.parquet import IN_PROGRESS_SECONDS, ColumnKind, ParquetSink, _row_groups, coalesce, join_labels, label_lookup, partition_range
-from tests.conftest import T0, free_port, hour_dir, model_config, write_hourly_sink
+from tests.conftest import T0, free_port, hour_dir, model_config, settled, write_hourly_sink
 
 COLS: dict[str, ColumnKind] = {"ts": "timestamp", "x0": "numeric", "x1": "numeric", "c": "categorical"}
 
@@ -283,8 +283,7 @@ def test_a_corrupt_file_is_skipped_and_named_while_the_others_are_read(tmp_path:
     data = bad.read_bytes()
     bad.write_bytes({"truncated": data[: len(data) // 2], "garbage": os.urandom(len(data)), "empty": b"",
                      "footer_only_torn": data[:-12] + b"\0" * 8 + data[-4:]}[damage])
-    an_hour_ago = time.time() - 3600  # past IN_PROGRESS_SECONDS: no writer is still at it
-    os.utime(bad, (an_hour_ago, an_hour_ago))
+    settled(bad)  # past IN_PROGRESS_SECONDS: no writer is still at it
     src = ParquetSink.open(str(tmp_path), timestamp="ts")
 
     table = read_all(src, start=T0, end=T0 + timedelta(hours=3))
