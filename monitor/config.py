@@ -49,10 +49,23 @@ from .durations import format_duration, parse_duration, parse_time
 if TYPE_CHECKING:
     from apscheduler.triggers.base import BaseTrigger
 
-__all__ = ["Config", "ModelConfig", "load_config", "parse_config", "parse_listen", "alert_routes_warning", "config_warnings", "Duration"]
+__all__ = ["Config", "ModelConfig", "load_config", "parse_config", "parse_listen", "alert_routes_warning", "config_warnings", "Duration", "parse_grace"]
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 Time = Annotated[datetime, BeforeValidator(parse_time)]
+
+def parse_grace(value: Any) -> timedelta:
+    """A duration with a unit that may be zero: the check of ``in_progress_grace`` (``0s`` turns it off).
+
+    >>> parse_grace("20m"), parse_grace("0s")
+    (datetime.timedelta(seconds=1200), datetime.timedelta(0))
+    """
+    return parse_duration(value, zero=True)
+
+
+#: how long after its last modification a Parquet file without a footer is taken as still being written
+#: (left for a later run) rather than corrupt; unset: ``monitor.sources.parquet.IN_PROGRESS_SECONDS`` (5m)
+InProgressGrace = Annotated[timedelta | None, BeforeValidator(parse_grace)]
 
 
 class _Strict(BaseModel):
@@ -179,6 +192,7 @@ class PredictionsConfig(_Strict):
     prediction: str
     score: str | None = None
     task: Task = "binary_classification"
+    in_progress_grace: InProgressGrace = None
 
 
 class GroundTruthConfig(_Strict):
@@ -187,6 +201,7 @@ class GroundTruthConfig(_Strict):
     label: str
     timestamp: str
     max_delay: Duration = timedelta(days=3)
+    in_progress_grace: InProgressGrace = None
 
 
 class FeaturesConfig(_Strict):
@@ -208,6 +223,8 @@ class ReferenceConfig(_Strict):
     start: Time | None = None
     end: Time | None = None
     rolling: Duration | None = None
+    #: with ``path`` only: a range or rolling reference is read from the predictions sink, under its grace
+    in_progress_grace: InProgressGrace = None
 
     @model_validator(mode="after")
     def _one(self) -> ReferenceConfig:
@@ -525,6 +542,12 @@ def _model_cross_checks(where: str, m: dict[str, Any], route_names: set[str] | N
     for j, f in enumerate(sensitive):
         if f in (preds.get("id"), preds.get("timestamp")):
             out.append((f"{where}.sensitive[{j}]", f"must not be the id or timestamp column, got {f!r}"))
+    reference = _mapping(m.get("reference"))
+    ranged = [k for k in ("start", "end", "rolling") if k in reference]
+    if "in_progress_grace" in reference and ranged and "path" not in reference:
+        out.append((f"{where}.reference.in_progress_grace", "must be given only with 'path' (a 'start'+'end' or "
+                    "'rolling' reference is read from the predictions sink, under predictions.in_progress_grace), "
+                    f"got it with {'+'.join(ranged)!r}"))
     alert_routes = _names(_mapping(m.get("alerts")).get("routes")) or []
     if route_names is not None:
         for j, r in enumerate(alert_routes):

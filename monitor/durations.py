@@ -8,13 +8,14 @@ from datetime import UTC, datetime, timedelta
 __all__ = ["parse_duration", "format_duration", "parse_time", "floor_time", "MAX_DURATION"]
 
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
+_RE = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
 #: the longest duration accepted: a century (windows and offsets must stay within datetime's range)
 MAX_DURATION = timedelta(days=36500)
 
 
-def parse_duration(text: str) -> timedelta:
+def parse_duration(text: str, *, zero: bool = False) -> timedelta:
     """``"5m"`` → ``timedelta(minutes=5)``; raises ``ValueError`` in the one message form.
+    ``zero``: ``"0s"`` is allowed too (a grace that can be turned off).
 
     >>> parse_duration("90s")
     datetime.timedelta(seconds=90)
@@ -24,13 +25,15 @@ def parse_duration(text: str) -> timedelta:
     ValueError: must be at most 36500d (100 years), got '99999999999d'
     """
     if isinstance(text, timedelta):
+        if text < timedelta(0) or (text == timedelta(0) and not zero):
+            raise ValueError(f"must be a {'non-negative' if zero else 'positive'} duration, got {text!r}")
         return text
     m = _RE.match(str(text)) if isinstance(text, str) else None
     if not m:
         raise ValueError(f"must be a duration with a unit (30s, 5m, 1h, 7d), got {text!r}")
     value = float(m.group(1)) * _UNITS[m.group(2)]
-    if value <= 0:
-        raise ValueError(f"must be a positive duration, got {text!r}")
+    if value < 0 or (value == 0 and not zero):
+        raise ValueError(f"must be a {'duration of 0s or more' if zero else 'positive duration'}, got {text!r}")
     if value > MAX_DURATION.total_seconds():
         raise ValueError(f"must be at most {format_duration(MAX_DURATION)} (100 years), got {text!r}")
     return timedelta(seconds=value)

@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -174,7 +174,8 @@ class Evaluator:
     def predictions(self) -> ParquetSink:
         """A fresh handle on the prediction sink (one per run: an abandoned run keeps its own)."""
         p = self.model.predictions
-        return ParquetSink.open(self.config.resolve(p.path), timestamp=p.timestamp, **self._fs_options)
+        return ParquetSink.open(self.config.resolve(p.path), timestamp=p.timestamp,
+                                in_progress_grace=_seconds(p.in_progress_grace), **self._fs_options)
 
     # -- columns --------------------------------------------------------------
     def window_columns(self) -> dict[str, ColumnKind]:
@@ -207,7 +208,8 @@ class Evaluator:
     def _reference_sink(self, at: datetime) -> tuple[ParquetSink, datetime | None, datetime | None]:
         ref = self.model.reference
         if ref.path is not None:
-            sink = ParquetSink.open(self.config.resolve(ref.path), timestamp=None, **self._fs_options)
+            sink = ParquetSink.open(self.config.resolve(ref.path), timestamp=None,
+                                    in_progress_grace=_seconds(ref.in_progress_grace), **self._fs_options)
             return sink, None, None
         start, end = self.reference_range(at)  # type: ignore[misc]
         return self.predictions(), start, end
@@ -292,7 +294,10 @@ class Evaluator:
         partitioned by day) and files written since take new files all the time, mostly of later rows:
         each of those counts when its footer's timestamp statistics reach into the range (a late
         writer, a backfill, a corrected file), so new data after the range leaves the key, and the
-        cached reference, alone.  The answer is kept per file and range (one footer read per file).
+        cached reference, alone.  The answer is kept per file and range (one footer read per file);
+        the files not asked about yet are asked on up to :data:`FOOTER_READERS` threads of their own
+        (one round trip each on an object store).  ``in_progress_grace`` is left out: a build short of
+        a file (pending or skipped) is never cached, so the grace never changes a cached profile.
         """
         if end is not None:
             end_ns = int(end.timestamp()) * 10**9 + end.microsecond * 1000
@@ -300,18 +305,16 @@ class Evaluator:
             if self._holds_range != (lo, end):
                 self._holds_range, self._holds = (lo, end), {}
 
-            def counts(f: FileEntry) -> bool:
-                if (f.span[1] <= end if f.span is not None else f.mtime_ns <= end_ns):
-                    return True
-                key = (f.path, f.size, f.mtime_ns)
-                if key not in self._holds:
-                    self._holds[key] = sink.holds_rows(f, lo, end)
-                return self._holds[key]
+            def settled(f: FileEntry) -> bool:
+                return f.span[1] <= end if f.span is not None else f.mtime_ns <= end_ns
 
-            files = [f for f in files if counts(f)]
+            asks = {(f.path, f.size, f.mtime_ns): f for f in files if not settled(f)}
+            asks = {k: f for k, f in asks.items() if k not in self._holds}
+            self._holds |= _each(lambda f: sink.holds_rows(f, lo, end), asks, threads=FOOTER_READERS)
+            files = [f for f in files if settled(f) or self._holds[(f.path, f.size, f.mtime_ns)]]
         doc = {
             "version": cache_version(),
-            "reference": self.model.reference.model_dump(mode="json"),
+            "reference": self.model.reference.model_dump(mode="json", exclude={"in_progress_grace"}),
             "range": [start.isoformat() if start else None, end.isoformat() if end else None],
             "files": [(f.path, f.size, f.mtime_ns) for f in files],
             "columns": sorted(self.window_columns().items()),
@@ -455,6 +458,25 @@ class Evaluator:
         return [_Group(key=(span, reference_key, tuple((f.path, f.size, f.mtime_ns) for f in members))
                        if span is not None else (None,), files=members)
                 for span, members in by_span.items()]
+
+
+#: at most this many footers are read at once for a reference's cache key (each is mostly waiting on IO)
+FOOTER_READERS = 8
+
+
+def _each(fn: Callable[[FileEntry], bool], files: dict[Any, FileEntry], *, threads: int) -> dict[Any, bool]:
+    """``fn`` of each file, by key: on a pool of at most ``threads`` threads of its own, shut when done.
+
+    Not the evaluator's counting pool: that one is sized for CPU work and shared by every model of a
+    daemon, and a task waiting on tasks queued behind it in the same pool could wait for good."""
+    if len(files) <= 1:
+        return {k: fn(f) for k, f in files.items()}
+    with ThreadPoolExecutor(max_workers=min(threads, len(files)), thread_name_prefix="atalaia-footer") as pool:
+        return dict(zip(files, pool.map(fn, files.values()), strict=True))
+
+
+def _seconds(d: timedelta | None) -> float | None:
+    return None if d is None else d.total_seconds()
 
 
 @dataclass

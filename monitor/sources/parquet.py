@@ -44,7 +44,8 @@ ColumnKind = Literal["timestamp", "numeric", "categorical", "any"]
 
 #: A file without a readable footer modified less than this long ago is taken as still being written
 #: (a ``ParquetWriter`` appending row groups writes the footer when it closes): it is left for a later
-#: run without a source error.  Older, it is ``corrupt``.
+#: run without a source error.  Older, it is ``corrupt``.  The default of a sink's ``in_progress_grace``
+#: (:attr:`ParquetSink.in_progress_grace`, the configuration key of the same name).
 IN_PROGRESS_SECONDS = 300.0
 
 _DAY_KEYS = ("date", "dt", "day", "ds")
@@ -134,11 +135,15 @@ class ParquetSink:
     clock: Callable[[], float] = time.monotonic
     #: the wall clock files' modification times are compared with (see :data:`IN_PROGRESS_SECONDS`)
     wall_clock: Callable[[], float] = time.time
+    #: seconds a file without a footer is taken as still being written after its last modification;
+    #: ``None``: :data:`IN_PROGRESS_SECONDS`; ``0``: never (every footerless file is ``corrupt``)
+    in_progress_grace: float | None = None
 
     @classmethod
-    def open(cls, uri: str, *, timestamp: str | None, **fs_options: object) -> ParquetSink:
+    def open(cls, uri: str, *, timestamp: str | None, in_progress_grace: float | None = None,
+             **fs_options: object) -> ParquetSink:
         fs, root = make_filesystem(uri, **fs_options)  # type: ignore[arg-type]
-        return cls(uri=uri, timestamp=timestamp, filesystem=fs, root=root)
+        return cls(uri=uri, timestamp=timestamp, filesystem=fs, root=root, in_progress_grace=in_progress_grace)
 
     # -- discovery ------------------------------------------------------------
     def files(self, start: datetime | None = None, end: datetime | None = None) -> list[FileEntry]:
@@ -228,9 +233,11 @@ class ParquetSink:
             schema = pf.schema_arrow
         except (pa.ArrowInvalid, OSError) as exc:
             age = self.wall_clock() - entry.mtime_ns / 1e9
-            if age < IN_PROGRESS_SECONDS:  # a writer appending row groups writes the footer last
-                log.info("%s: no readable footer yet, modified %.0f s ago: taken as still being written and "
-                         "left for a later run (%s)", entry.path, max(age, 0.0), _short(exc))
+            grace = IN_PROGRESS_SECONDS if self.in_progress_grace is None else self.in_progress_grace
+            if grace > 0 and age < grace:  # a writer appending row groups writes the footer last
+                log.info("%s: no readable footer yet, modified %.0f s ago (in_progress_grace %.0f s): taken as "
+                         "still being written and left for a later run (%s)", entry.path, max(age, 0.0), grace,
+                         _short(exc))
                 self.pending.append(entry.path)
                 return
             self.errors.append(SourceError(f"unreadable Parquet file: {_short(exc)}", path=entry.path,
