@@ -73,9 +73,11 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
     out = stdout or sys.stdout
     try:
         if args.command != "validate":
+            from .cpus import fit_arrow_threads, usable_cpus
             from .evaluate import limit_blas_threads
 
             limit_blas_threads()
+            fit_arrow_threads(usable_cpus())
         if args.command == "validate":
             return _validate(args, out, registry)
         if args.command == "check":

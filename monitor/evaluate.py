@@ -14,7 +14,6 @@ import hashlib
 import importlib.metadata
 import json
 import logging
-import os
 import pickle
 import re
 import threading
@@ -35,6 +34,7 @@ from detectors.profile import Profile
 from detectors.registry import Registry
 
 from .config import Config, ModelConfig
+from .cpus import usable_cpus
 from .durations import floor_time
 from .partition_store import PartitionStore
 from .profiles import Columns, WindowProfiler, reference_profile
@@ -143,7 +143,7 @@ class Evaluator:
                  monotonic: Callable[[], float] = time.monotonic, pool: Executor | None = None,
                  reuse_partitions: bool = True, partition_store: PartitionStore | None = None) -> None:
         #: counts columns in parallel (NumPy releases the GIL); the daemon shares one across models
-        self.pool = pool or ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2),
+        self.pool = pool or ThreadPoolExecutor(max_workers=max(2, usable_cpus()),
                                                thread_name_prefix=f"atalaia-count-{model.name}")
         self.config = config
         self.model = model

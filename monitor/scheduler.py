@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import shutil
 import signal
 import sqlite3
@@ -45,6 +44,7 @@ from detectors.errors import SourceError, SourceTimeout
 from detectors.registry import Registry
 
 from .config import Config, ModelConfig, config_warnings, parse_listen
+from .cpus import usable_cpus
 from .evaluate import REFERENCE_FILE, Evaluation, Evaluator, cache_version
 from .exporter import FindingsCollector, LatestFindings, MetricsServer, Telemetry
 from .partition_store import PartitionStore
@@ -101,7 +101,8 @@ class Daemon:
             raise StateStoreError(f"state_dir {config.state_dir!r} cannot be used: {exc}") from None
         self._dir_lock = lock
         self.state = state
-        self.pool = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="atalaia-count")
+        # sized by the CPUs the container may use, not the node's (see monitor.cpus)
+        self.pool = ThreadPoolExecutor(max_workers=max(2, usable_cpus()), thread_name_prefix="atalaia-count")
         # partition profiles survive a restart: the first run after one reads only what changed
         self.evaluators = {m.name: Evaluator(config=config, model=m, registry=detectors, pool=self.pool,
                                              partition_store=PartitionStore(
