@@ -12,6 +12,7 @@ Metric families (prefix ``atalaia_``, base units, no timestamps):
 ``atalaia_last_run_timestamp_seconds``      gauge      last run (any outcome)
 ``atalaia_last_success_timestamp_seconds``  gauge      last run that produced findings (kept across restarts)
 ``atalaia_schedule_interval_seconds``       gauge      longest gap between runs (cron: over the next 7 days)
+``atalaia_missed_runs``                     gauge      scheduled runs since the last success (capped at 1000)
 ``atalaia_run_duration_seconds``            histogram  evaluation time
 ``atalaia_runs_total``                      counter    runs by ``outcome``
 ``atalaia_rows_processed_total``            counter    window rows read
@@ -27,6 +28,8 @@ import logging
 import socket
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -38,11 +41,15 @@ from prometheus_client.registry import Collector
 from detectors.base import STATUSES, Finding
 from detectors.errors import SOURCE_ERROR_REASONS, AtalaiaError
 
-__all__ = ["Telemetry", "FindingsCollector", "MetricsServer", "LatestFindings", "ListenError"]
+__all__ = ["Telemetry", "FindingsCollector", "MetricsServer", "LatestFindings", "ListenError", "MissedRuns",
+           "MISSED_RUNS_CAP"]
 
 log = logging.getLogger("atalaia.exporter")
 
 _LABELS = ("model", "detector", "kind", "target", "statistic", "group")
+
+#: the most scheduled runs ``atalaia_missed_runs`` counts: past it the gauge reads the cap until a success
+MISSED_RUNS_CAP = 1000
 
 
 def _url_host(host: str, port: int) -> str:
@@ -165,6 +172,90 @@ class FindingsCollector(Collector):
                 rows.add_metric([*labels, "reference"], f.n_reference)
                 rows.add_metric([*labels, "current"], f.n_current)
         yield from (value, threshold, p_value, status, rows, window)
+
+
+@dataclass
+class _Count:
+    due_after: Callable[[datetime], datetime | None]
+    cursor: datetime                  # the last run time counted, or the time counting starts after
+    count: int = 0
+    due: datetime | None = None       # the first run time after ``cursor``, once looked up
+    looked_up: bool = False
+
+
+class MissedRuns(Collector):
+    """``atalaia_missed_runs{model}``: how many of a model's scheduled runs came due since its last success.
+
+    A model is watched with ``due_after(t)``, the first scheduled run time after ``t`` (``None``: no
+    more), and the time ``since`` which counting starts after (its last success); the gauge is the number
+    of run times in ``(since, now]``, ``now`` from ``clock`` at each scrape. A run counts as soon as it
+    is due: while it is still going, when it fails, times out or is skipped, and when the daemon was
+    down at its time; :meth:`succeeded` starts the count again at 0.
+
+    The count is cheap at every scrape: it goes on from where the previous scrape left it, stepping
+    over the run times that came due in between, and it stops at ``cap`` (the gauge then reads ``cap``
+    until a success), so no scrape steps over more than ``cap`` run times, however long ago ``since`` is.
+
+    >>> from datetime import UTC, datetime, timedelta
+    >>> t0 = datetime(2026, 12, 1, 9, tzinfo=UTC)
+    >>> now = t0 + timedelta(minutes=12)
+    >>> every_5m = lambda t: t0 + timedelta(minutes=5 * ((t - t0) // timedelta(minutes=5) + 1))
+    >>> missed = MissedRuns(clock=lambda: now)
+    >>> missed.watch("m", due_after=every_5m, since=t0)      # due at 9:05 and 9:10 since 9:00
+    >>> missed.count("m")
+    2
+    >>> missed.succeeded("m", at=t0 + timedelta(minutes=11)); missed.count("m")
+    0
+    """
+
+    def __init__(self, *, clock: Callable[[], datetime], cap: int = MISSED_RUNS_CAP) -> None:
+        if cap < 1:
+            raise ValueError(f"cap must be a positive whole number, got {cap!r}")
+        self.clock = clock
+        self.cap = cap
+        self._lock = threading.Lock()
+        self._counts: dict[str, _Count] = {}
+
+    def watch(self, model: str, *, due_after: Callable[[datetime], datetime | None], since: datetime) -> None:
+        """Count ``model``'s run times (from ``due_after``) after ``since``, replacing any earlier count."""
+        with self._lock:
+            self._counts[model] = _Count(due_after=due_after, cursor=since)
+
+    def succeeded(self, model: str, *, at: datetime) -> None:
+        """A run of ``model`` succeeded at ``at``: count the runs due after it."""
+        with self._lock:
+            c = self._counts.get(model)
+            if c is not None:
+                self._counts[model] = _Count(due_after=c.due_after, cursor=at)
+
+    def count(self, model: str) -> int:
+        """Run times of ``model`` in ``(since, now]``, at most ``cap``."""
+        now = self.clock()
+        with self._lock:
+            c = self._counts[model]
+            while c.count < self.cap:
+                if not c.looked_up:
+                    c.due, c.looked_up = c.due_after(c.cursor), True
+                if c.due is None or c.due > now:
+                    break
+                c.cursor, c.count, c.looked_up = c.due, c.count + 1, False
+            return c.count
+
+    def models(self) -> list[str]:
+        with self._lock:
+            return sorted(self._counts)
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterable[Metric]:
+        gauge = GaugeMetricFamily(
+            "atalaia_missed_runs",
+            f"Scheduled runs of a model due since its last success (failed, timed out, skipped, still going, or due "
+            f"while the daemon was down); at most {self.cap}.", labels=("model",))
+        for model in self.models():
+            gauge.add_metric([model], self.count(model))
+        yield gauge
 
 
 class _ThreadingHTTPServer6(ThreadingHTTPServer):

@@ -11,6 +11,13 @@
 * Runs APScheduler itself drops — the previous run still going at the next
   firing (``max_instances``) or a firing missed by more than the misfire
   grace time — are counted as ``outcome="skipped"`` too.
+* ``atalaia_missed_runs`` counts each model's scheduled runs since its last success (see
+  :class:`~.exporter.MissedRuns`): the start-up run and the trigger's firings after it, each one
+  from the moment it is due.  The count survives a restart: it goes on from the last success kept in
+  the state store (for a model with no success on record, from its oldest recorded run, else from
+  the start-up run), and runs that came due while no daemon was running count as missed — for a
+  cron schedule its firings then, for an interval schedule one every interval after the last success
+  (the previous process's exact times are not kept).
 * SIGTERM/SIGINT set an event; the main thread then shuts the scheduler
   down, letting the running evaluation finish (at most the model's
   ``timeout``), and returns 0.  Evaluations abandoned on a hung source may
@@ -38,6 +45,8 @@ from typing import Any
 
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobEvent
 from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.interval import IntervalTrigger
 from prometheus_client import CollectorRegistry
 
 from detectors.errors import SourceError, SourceTimeout
@@ -46,7 +55,7 @@ from detectors.registry import Registry
 from .config import Config, ModelConfig, config_warnings, parse_listen
 from .cpus import usable_cpus
 from .evaluate import REFERENCE_FILE, Evaluation, Evaluator, cache_version
-from .exporter import FindingsCollector, LatestFindings, MetricsServer, Telemetry
+from .exporter import MISSED_RUNS_CAP, FindingsCollector, LatestFindings, MetricsServer, MissedRuns, Telemetry
 from .partition_store import PartitionStore
 from .state import DirLock, RunRecord, StateStore, StateStoreError, is_corruption
 
@@ -57,10 +66,38 @@ log = logging.getLogger("atalaia.daemon")
 OUTCOMES = ("success", "partial", "error", "timeout", "skipped")
 #: abandoned (timed-out, still running) evaluations tolerated per model before runs are skipped
 MAX_ABANDONED = 2
+#: the step from a time to the first run time after it (a run due exactly at a success is not missed)
+_TICK = timedelta(milliseconds=1)
 
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class _RunTimes:
+    """When a model's runs are due: the start-up run at ``start``, then ``trigger``'s fire times; before
+    ``start`` (the daemon was down, or not yet started) ``before``'s fire times."""
+
+    trigger: BaseTrigger
+    start: datetime
+    before: BaseTrigger
+
+    def after(self, t: datetime) -> datetime | None:
+        """The first run time after ``t``; ``None`` when no more are due."""
+        if t < self.start:
+            due = self.before.get_next_fire_time(None, t + _TICK)
+            return due if due is not None and due < self.start else self.start
+        return self.trigger.get_next_fire_time(None, t + _TICK)
+
+
+@dataclass(frozen=True)
+class _CountFrom:
+    """Where a model's missed-run count starts after a restart: after its last success, or at (and
+    including) its oldest recorded run."""
+
+    at: datetime
+    inclusive: bool
 
 
 @dataclass
@@ -89,6 +126,9 @@ class Daemon:
         self.latest = LatestFindings(max_groups=config.server.max_groups,
                                      on_cap=lambda model, n: self.telemetry.label_cap.labels(model).inc(n))
         self.metrics_registry.register(FindingsCollector(self.latest))
+        self.missed = MissedRuns(clock=clock)
+        self.metrics_registry.register(self.missed)
+        self._count_from: dict[str, _CountFrom] = {}
         lock: DirLock | None = None
         try:
             # before the store is opened and any cache dropped: one daemon per state dir
@@ -111,6 +151,7 @@ class Daemon:
                            for m in config.models}
         self._drop_caches_of_removed_models()
         self._restore()
+        self._watch_run_times(start=clock())  # once more from the scheduler's real start in schedule()
         self.stop_event = threading.Event()
         self._attempted: set[str] = set()
         self._abandoned: dict[str, list[_Worker]] = {}
@@ -155,8 +196,12 @@ class Daemon:
         for name in self.evaluators:
             run = self.state.last_success(name)
             if run is not None:
-                self.telemetry.last_success.labels(name).set(
-                    (run.started_at + timedelta(seconds=run.duration_seconds)).timestamp())
+                done = run.started_at + timedelta(seconds=run.duration_seconds)
+                self.telemetry.last_success.labels(name).set(done.timestamp())
+                self._count_from[name] = _CountFrom(at=done, inclusive=False)
+            elif recorded := self.state.runs(name, limit=MISSED_RUNS_CAP):
+                # no success on record: from the oldest of its latest runs (older ones would only add past the cap)
+                self._count_from[name] = _CountFrom(at=recorded[-1].started_at, inclusive=True)
         for model, (findings, config) in self.state.latest().items():
             if model not in self.evaluators or not findings:
                 continue
@@ -169,6 +214,22 @@ class Daemon:
             end = datetime.fromisoformat(findings[0].window_end.replace("Z", "+00:00"))
             self.latest.set(model, findings, end.timestamp())
             log.info("restored %d findings of model %s from the state store", len(findings), model)
+
+    def _watch_run_times(self, *, start: datetime) -> None:
+        """(Re)start every model's missed-run count for a start-up run at ``start``."""
+        for m in self.config.models:
+            origin = self._count_from.get(m.name, _CountFrom(at=start, inclusive=True))
+            since = origin.at - _TICK if origin.inclusive else origin.at
+            if m.schedule.every is not None:
+                # APScheduler runs an interval schedule at start, then every interval from there
+                every = m.schedule.every.total_seconds()
+                first = origin.at if origin.inclusive else origin.at + m.schedule.every
+                trigger: BaseTrigger = IntervalTrigger(seconds=every, start_date=start, timezone=UTC)
+                before: BaseTrigger = IntervalTrigger(seconds=every, start_date=first, timezone=UTC)
+            else:
+                trigger = before = m.schedule.trigger()
+            self.missed.watch(m.name, due_after=_RunTimes(trigger=trigger, start=start, before=before).after,
+                              since=since)
 
     # -- readiness ------------------------------------------------------------
     def readiness(self) -> tuple[bool, str]:
@@ -238,7 +299,8 @@ class Daemon:
     def _account(self, model: ModelConfig, at: datetime, outcome: str, error: str | None,
                  ev: Evaluation | None, duration: float) -> None:
         t = self.telemetry
-        now = self.clock().timestamp()
+        done = self.clock()
+        now = done.timestamp()
         t.runs.labels(model.name, outcome).inc()
         t.last_run.labels(model.name).set(now)
         if outcome != "skipped":  # a run that never started has no duration (as APScheduler's dropped firings)
@@ -246,6 +308,8 @@ class Daemon:
         if ev is not None:
             t.rows.labels(model.name).inc(ev.rows)
             t.last_success.labels(model.name).set(now)
+            self.missed.succeeded(model.name, at=done)
+            self._count_from[model.name] = _CountFrom(at=done, inclusive=False)
             self.latest.set(model.name, ev.findings, ev.window_end.timestamp())
             breaches = [f for f in ev.findings if f.status in ("warn", "alert")]
             notes = [n for n, on in (("reference cached", ev.reference_cached),
@@ -286,6 +350,7 @@ class Daemon:
     # -- lifecycle ------------------------------------------------------------
     def schedule(self) -> None:
         now = datetime.now(UTC)  # APScheduler keeps real time, whatever clock the evaluations are given
+        self._watch_run_times(start=now)  # the start-up run below is at now, an interval schedule's runs from it
         self.scheduler.add_listener(self._dropped, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
         for m in self.config.models:
             interval = self.intervals[m.name]

@@ -9,6 +9,10 @@ check behaviour that a review found wrong, each with the tool that runs it in pr
 * Generated ``promtool`` tests over schedules from 5 minutes to a week: the counter-based alerts fire
   once and stay firing while every run fails, and never fire while runs succeed (a fixed 30m window
   held no run most of the time on hourly and daily schedules, and the alerts flapped every run).
+* Generated ``promtool`` tests of ``AtalaiaStale`` on those schedules and on a business-hours cron,
+  with ``atalaia_missed_runs`` as the exporter's own counter computes it: it fires 5 minutes after
+  the third run without a success, whatever the schedule (on ``*/15 9-17 * * 1-5`` with every run
+  failing from Tuesday 09:00, at 09:35), and never while runs succeed, nights and weekends included.
 * A real Alertmanager: its inhibit rules silence exactly what they are meant to, on the label sets the
   rules produce.
 * A real exposition of the exporter: every metric a rule or a panel names is one of its samples, by
@@ -25,15 +29,19 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.interval import IntervalTrigger
 
 from conftest import free_port
+from monitor.cron import crontab_trigger, longest_gap
+from monitor.exporter import MissedRuns
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -217,6 +225,166 @@ def test_counter_alerts_hold_on_every_schedule(tmp_path: Path) -> None:
         f"--- {label}\n{out}" for label, out in failed.items())
 
 
+# --------------------------------------------------------------------------- AtalaiaStale
+
+#: promtool's time 0 in the generated stale tests: a Monday, 00:00 UTC
+MONDAY = datetime(2026, 11, 30, tzinfo=UTC)
+#: a business-hours schedule: every 15 minutes from 09:00 to 17:45, Monday to Friday
+OFFICE = "*/15 9-17 * * 1-5"
+
+
+def due_after(trigger: BaseTrigger) -> Callable[[datetime], datetime | None]:
+    return lambda t: trigger.get_next_fire_time(None, t + timedelta(milliseconds=1))
+
+
+def missed_runs_values(trigger: BaseTrigger, *, succeeded: Callable[[datetime], bool], step: int,
+                       samples: int) -> tuple[list[int], list[float]]:
+    """``atalaia_missed_runs`` and ``atalaia_last_success_timestamp_seconds`` (promtool's time) at each
+    sample from ``MONDAY`` on, counted by the exporter's :class:`MissedRuns` with an injected clock: a run
+    succeeded at ``MONDAY``, and each later run due at ``t`` succeeds 30 s later when ``succeeded(t)``."""
+    now = [MONDAY]
+    missed = MissedRuns(clock=lambda: now[0])
+    missed.watch("m", due_after=due_after(trigger), since=MONDAY)
+    end = MONDAY + timedelta(seconds=step * samples)
+    successes = [t + timedelta(seconds=30) for t in firing_times(trigger, MONDAY, end) if succeeded(t)]
+    last = MONDAY
+    counts, last_success = [], []
+    for i in range(samples):
+        now[0] = MONDAY + timedelta(seconds=i * step)
+        while successes and successes[0] <= now[0]:
+            last = successes.pop(0)
+            missed.succeeded("m", at=last)
+        counts.append(missed.count("m"))
+        last_success.append((last - MONDAY).total_seconds())
+    return counts, last_success
+
+
+def firing_times(trigger: BaseTrigger, start: datetime, end: datetime) -> list[datetime]:
+    out, t = [], due_after(trigger)(start)
+    while t is not None and t < end:
+        out.append(t)
+        t = due_after(trigger)(t)
+    return out
+
+
+def promtool_values(values: list[float]) -> str:
+    """promtool's expanding notation, runs of one value as ``VxN`` (the value N + 1 times)."""
+    out: list[str] = []
+    i = 0
+    while i < len(values):
+        j = i
+        while j + 1 < len(values) and values[j + 1] == values[i]:
+            j += 1
+        v = f"{values[i]:g}"
+        out.append(v if j == i else f"{v}x{j - i}")
+        i = j + 1
+    return " ".join(out)
+
+
+def stale_case(name: str, trigger: BaseTrigger, *, interval: int, fails_from: datetime, step: int, end: datetime,
+               firing: list[datetime], quiet: list[datetime], severity: str) -> dict[str, Any]:
+    """Model ``bad``'s runs succeed until ``fails_from`` and fail from then on; model ``good``'s all succeed.
+    ``AtalaiaStale`` is expected for ``bad`` at the times ``firing``, for neither at the times ``quiet``, and
+    never for ``good``."""
+    samples = int((end - MONDAY).total_seconds()) // step + 1
+    target = {"job": "atalaia", "instance": "10.1.0.7:9108"}
+    input_series = []
+    for model, ok in (("bad", lambda t: t < fails_from), ("good", lambda t: True)):
+        labels = target | {"model": model}
+        counts, last_success = missed_runs_values(trigger, succeeded=ok, step=step, samples=samples)
+        input_series += [
+            {"series": series("atalaia_missed_runs", labels), "values": promtool_values(counts)},
+            # exported beside it (an older atalaia exports only these): the rule's fallback adds nothing
+            {"series": series("atalaia_last_success_timestamp_seconds", labels),
+             "values": promtool_values(last_success)},
+            {"series": series("atalaia_schedule_interval_seconds", labels), "values": f"{interval}x{samples - 1}"},
+        ]
+
+    def at(t: datetime) -> str:
+        return f"{int((t - MONDAY).total_seconds())}s"
+
+    exp = [{"exp_labels": {"severity": severity, "service": "atalaia"} | target | {"model": "bad"}}]
+    cases = [{"eval_time": at(t), "alertname": "AtalaiaStale", "exp_alerts": exp} for t in firing]
+    cases += [{"eval_time": at(t), "alertname": "AtalaiaStale", "exp_alerts": []} for t in quiet]
+    return {"name": name, "interval": f"{step}s", "input_series": input_series, "alert_rule_test": cases}
+
+
+def stale_cases(rule: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """One promtool test per schedule of ``SCHEDULES`` and one for the business-hours cron ``OFFICE``."""
+    wait = duration_seconds(rule["for"])
+    severity = rule["labels"]["severity"]
+    cases = {}
+    for label, every in SCHEDULES.items():
+        step = scrape_step(every)
+        trigger = IntervalTrigger(seconds=every, start_date=MONDAY + timedelta(seconds=step), timezone=UTC)
+        third = MONDAY + timedelta(seconds=step + 2 * every)     # every run fails: the third run missed
+        fires = third + timedelta(seconds=-(-wait // step) * step)  # the first evaluation past `for`
+        end = third + timedelta(seconds=every + 2 * step)         # past the fourth run
+        assert fires < end
+        middle = fires + timedelta(seconds=(end - fires).total_seconds() // 2 // step * step)
+        cases[label] = stale_case(f"stale, schedule {label}", trigger, interval=every, fails_from=MONDAY, step=step,
+                                  end=end, firing=[fires, middle, end],
+                                  quiet=[MONDAY, third - timedelta(seconds=step), fires - timedelta(seconds=step)],
+                                  severity=severity)
+    # OFFICE: the runs of Monday succeed, every run fails from Tuesday 09:00 (runs due 09:00, 09:15, 09:30)
+    tuesday_9 = MONDAY + timedelta(days=1, hours=9)
+    fires = tuesday_9 + timedelta(minutes=30, seconds=wait)
+    assert fires - tuesday_9 <= timedelta(hours=1), "AtalaiaStale must fire within the hour"
+    def hm(day: int, hour: int, minute: int = 0) -> datetime:
+        return MONDAY + timedelta(days=day, hours=hour, minutes=minute)
+
+    interval = int(longest_gap(OFFICE, start=MONDAY).total_seconds())  # 63h15m: the weekend
+    cases["business hours"] = stale_case(
+        f"stale, cron {OFFICE}, every run failing from Tuesday 09:00", crontab_trigger(OFFICE), interval=interval,
+        fails_from=tuesday_9, step=MINUTE, end=hm(2, 12),
+        firing=[fires, hm(1, 10), hm(1, 17, 50), hm(2, 3), hm(2, 9, 5), hm(2, 12)],
+        quiet=[hm(0, 8, 59), hm(0, 9), hm(0, 12), hm(0, 18), hm(1, 3), hm(1, 8, 59), hm(1, 9, 29),
+               fires - timedelta(minutes=1)],
+        severity=severity)
+    return cases
+
+
+def test_stale_fires_at_the_third_missed_run_on_every_schedule(tmp_path: Path) -> None:
+    """``AtalaiaStale`` on the exporter's own ``atalaia_missed_runs``: for a model whose every run fails it
+    is pending at the third run due without a success and fires its ``for`` later, on every schedule from
+    5 minutes to a week; on the business-hours cron whose runs all fail from Tuesday 09:00 it fires at
+    09:35, and not at night or over the weekend while nothing is due. A model whose runs succeed never
+    has it. (Annotations are left out of the rules copy: this is about the expression and its timing.)"""
+    promtool = required_tool("promtool")
+    rule = next(r for r in alerting_rules() if r["alert"] == "AtalaiaStale")
+    (tmp_path / "rules.yml").write_text(yaml.safe_dump(
+        {"groups": [{"name": "stale", "rules": [{k: v for k, v in rule.items() if k != "annotations"}]}]}))
+    procs = {}
+    for i, (label, case) in enumerate(stale_cases(rule).items()):
+        doc = {"rule_files": ["rules.yml"], "evaluation_interval": case["interval"], "tests": [case]}
+        (tmp_path / f"stale-{i}.yml").write_text(yaml.safe_dump(doc, width=1 << 20))
+        procs[label] = subprocess.Popen([promtool, "test", "rules", f"stale-{i}.yml"], cwd=tmp_path,
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    failed = {}
+    for label, proc in procs.items():
+        out, _ = proc.communicate(timeout=120)
+        if proc.returncode != 0:
+            failed[label] = re.sub(r"\n\s*\n", "\n", out)[:3000]
+    assert not failed, "AtalaiaStale early, late or flapping on some schedule:\n" + "\n".join(
+        f"--- {label}\n{out}" for label, out in failed.items())
+
+
+def test_the_generated_missed_runs_follow_the_schedule() -> None:
+    """The series the stale tests feed promtool: on the business-hours cron the count is 0 all of Monday
+    night, then 1, 2, 3 at Tuesday 09:00, 09:15, 09:30 (the interval gauge says 63h15m)."""
+    trigger = crontab_trigger(OFFICE)
+    tuesday_9 = MONDAY + timedelta(days=1, hours=9)
+    counts, _ = missed_runs_values(trigger, succeeded=lambda t: t < tuesday_9, step=MINUTE, samples=36 * 60)
+    def minute(d: timedelta) -> int:
+        return int(d.total_seconds()) // MINUTE
+
+    assert counts[minute(timedelta(hours=9))] == 1                     # Monday 09:00, due and not yet done
+    assert counts[minute(timedelta(hours=9, minutes=1))] == 0
+    assert set(counts[minute(timedelta(hours=17, minutes=46)):minute(timedelta(hours=33))]) == {0}
+    assert [counts[minute(timedelta(hours=33, minutes=m))] for m in (0, 14, 15, 29, 30, 59)] == [1, 1, 2, 2, 3, 4]
+    assert longest_gap(OFFICE, start=MONDAY) == timedelta(hours=63, minutes=15)
+
+
 # --------------------------------------------------------------------------- Alertmanager
 
 def http(method: str, url: str, body: Any = None) -> tuple[int, Any]:
@@ -329,6 +497,9 @@ def exposition() -> dict[str, str]:
                              threshold=0.15, p_value=0.001, status="alert", n_reference=100, n_current=100,
                              window_start="2026-01-01T00:00:00Z", window_end="2026-01-01T01:00:00Z")], 0.0)
     registry.register(FindingsCollector(latest))
+    missed = MissedRuns(clock=lambda: MONDAY)
+    missed.watch("m", due_after=due_after(crontab_trigger(OFFICE)), since=MONDAY)
+    registry.register(missed)
     samples: dict[str, str] = {}
     for family in text_string_to_metric_families(generate_latest(registry).decode()):
         for sample in family.samples:
