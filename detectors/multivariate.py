@@ -239,7 +239,8 @@ class Multivariate(Detector):
                 ref_mean = max(model.errors.mean, ERROR_FLOOR)
                 value = float(max(counts.mean, ERROR_FLOOR) / ref_mean)
                 d = ks_binned(model.errors.counts, counts.counts)
-                p_value = ks_p_value(d, n_reference=n_ref, n_current=n_cur)
+                p_value = ks_p_value(d, n_reference=n_ref, n_current=n_cur,
+                                     pooled=model.errors.counts + counts.counts)  # tie-aware on discrete features
                 notes.append(f"mean error {counts.mean:.4g} (reference {model.errors.mean:.4g}), KS D {d:.4f}")
                 p_adj = float(adjust_p_values(np.array([p_value]), method=self.correction)[0])
                 status, threshold = classify(value, p_adjusted=p_adj, warn=self.warn, alert=self.alert,

@@ -375,7 +375,8 @@ def _shifted_sums(x: np.ndarray) -> tuple[float, float, float]:
         if math.isfinite(s1) and math.isfinite(s2):
             return float(k), s1, s2
     d = np.subtract(x, float(k), dtype=np.float64)
-    return float(k), float(d.sum()), float(np.dot(d, d))
+    with np.errstate(over="ignore"):  # deviations past 1e154: Σd² is past float64 (inf), which the detectors take
+        return float(k), float(d.sum()), float(np.dot(d, d))
 
 
 @dataclass(kw_only=True)
