@@ -209,20 +209,27 @@ def test_counter_alerts_hold_on_every_schedule(tmp_path: Path) -> None:
     by_name = {r["alert"]: r for r in alerting_rules()}
     stripped = [{k: v for k, v in by_name[name].items() if k != "annotations"} for name in COUNTER_ALERTS]
     (tmp_path / "rules.yml").write_text(yaml.safe_dump({"groups": [{"name": "counters", "rules": stripped}]}))
+    failed = promtool_cases(promtool, tmp_path, {
+        label: (f"{scrape_step(every)}s", schedule_case(label, every, by_name)) for label, every in SCHEDULES.items()})
+    assert not failed, "alerts that flap or stay quiet on some schedule:\n" + "\n".join(
+        f"--- {label}\n{out}" for label, out in failed.items())
+
+
+def promtool_cases(promtool: str, folder: Path, cases: dict[str, tuple[str, dict]]) -> dict[str, str]:
+    """Run each ``{label: (evaluation_interval, test case)}`` against ``folder/rules.yml`` with
+    ``promtool test rules``, all at once; the output of those that failed, by label."""
     procs = {}
-    for label, every in SCHEDULES.items():
-        doc = {"rule_files": ["rules.yml"], "evaluation_interval": f"{scrape_step(every)}s",
-               "tests": [schedule_case(label, every, by_name)]}
-        (tmp_path / f"{label}.yml").write_text(yaml.safe_dump(doc, width=1 << 20))
-        procs[label] = subprocess.Popen([promtool, "test", "rules", f"{label}.yml"], cwd=tmp_path,
+    for i, (label, (interval, case)) in enumerate(cases.items()):
+        doc = {"rule_files": ["rules.yml"], "evaluation_interval": interval, "tests": [case]}
+        (folder / f"case-{i}.yml").write_text(yaml.safe_dump(doc, width=1 << 20))
+        procs[label] = subprocess.Popen([promtool, "test", "rules", f"case-{i}.yml"], cwd=folder,
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     failed = {}
     for label, proc in procs.items():
         out, _ = proc.communicate(timeout=120)
         if proc.returncode != 0:
             failed[label] = re.sub(r"\n\s*\n", "\n", out)[:3000]
-    assert not failed, "alerts that flap or stay quiet on some schedule:\n" + "\n".join(
-        f"--- {label}\n{out}" for label, out in failed.items())
+    return failed
 
 
 # --------------------------------------------------------------------------- AtalaiaStale
@@ -354,17 +361,8 @@ def test_stale_fires_at_the_third_missed_run_on_every_schedule(tmp_path: Path) -
     rule = next(r for r in alerting_rules() if r["alert"] == "AtalaiaStale")
     (tmp_path / "rules.yml").write_text(yaml.safe_dump(
         {"groups": [{"name": "stale", "rules": [{k: v for k, v in rule.items() if k != "annotations"}]}]}))
-    procs = {}
-    for i, (label, case) in enumerate(stale_cases(rule).items()):
-        doc = {"rule_files": ["rules.yml"], "evaluation_interval": case["interval"], "tests": [case]}
-        (tmp_path / f"stale-{i}.yml").write_text(yaml.safe_dump(doc, width=1 << 20))
-        procs[label] = subprocess.Popen([promtool, "test", "rules", f"stale-{i}.yml"], cwd=tmp_path,
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    failed = {}
-    for label, proc in procs.items():
-        out, _ = proc.communicate(timeout=120)
-        if proc.returncode != 0:
-            failed[label] = re.sub(r"\n\s*\n", "\n", out)[:3000]
+    failed = promtool_cases(promtool, tmp_path,
+                            {label: (case["interval"], case) for label, case in stale_cases(rule).items()})
     assert not failed, "AtalaiaStale early, late or flapping on some schedule:\n" + "\n".join(
         f"--- {label}\n{out}" for label, out in failed.items())
 
