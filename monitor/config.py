@@ -19,6 +19,7 @@ detectors.errors.ConfigError: 5 configuration problems
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import re
@@ -49,23 +50,14 @@ from .durations import format_duration, parse_duration, parse_time
 if TYPE_CHECKING:
     from apscheduler.triggers.base import BaseTrigger
 
-__all__ = ["Config", "ModelConfig", "load_config", "parse_config", "parse_listen", "alert_routes_warning", "config_warnings", "Duration", "parse_grace"]
+__all__ = ["Config", "ModelConfig", "load_config", "parse_config", "parse_listen", "alert_routes_warning", "config_warnings", "Duration"]
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 Time = Annotated[datetime, BeforeValidator(parse_time)]
 
-def parse_grace(value: Any) -> timedelta:
-    """A duration with a unit that may be zero: the check of ``in_progress_grace`` (``0s`` turns it off).
-
-    >>> parse_grace("20m"), parse_grace("0s")
-    (datetime.timedelta(seconds=1200), datetime.timedelta(0))
-    """
-    return parse_duration(value, zero=True)
-
-
 #: how long after its last modification a Parquet file without a footer is taken as still being written
 #: (left for a later run) rather than corrupt; unset: ``monitor.sources.parquet.IN_PROGRESS_SECONDS`` (5m)
-InProgressGrace = Annotated[timedelta | None, BeforeValidator(parse_grace)]
+InProgressGrace = Annotated[timedelta | None, BeforeValidator(functools.partial(parse_duration, zero=True))]
 
 
 class _Strict(BaseModel):

@@ -35,7 +35,8 @@ def usable_cpus(*, cgroup_root: Path = Path("/sys/fs/cgroup"), proc_cgroup: Path
 
 
 def fit_arrow_threads(cpus: int) -> None:
-    """Cap Arrow's decoding pool at ``cpus`` threads (it sizes itself by the node's cores).
+    """Cap Arrow's decoding pool at ``cpus`` threads (it sizes itself by the CPUs it may run on and knows
+    no CPU quota).
     Process-wide, so the commands call it once at start."""
     import pyarrow as pa
 
