@@ -63,8 +63,13 @@ def classify(value: float, *, p_adjusted: float | None, warn: float, alert: floa
     """Status of one finding and the threshold it is compared with.
 
     The threshold reported is the alert threshold when the finding alerts,
-    else the warn threshold.
+    else the warn threshold.  A NaN value has no verdict: ``insufficient_data``.
+
+    >>> classify(float("nan"), p_adjusted=0.001, warn=0.1, alert=0.25, alpha=0.05)
+    ('insufficient_data', 0.1)
     """
+    if np.isnan(value):
+        return "insufficient_data", warn
     significant = p_adjusted is None or alpha is None or (np.isfinite(p_adjusted) and p_adjusted < alpha)
     if higher_is_worse:
         past_alert, past_warn = value >= alert, value >= warn

@@ -17,7 +17,10 @@ from .base import Context, Detector, Finding, Param, number, one_of, optional, s
 from .decision import adjust_p_values, classify
 from .profile import CategoricalReference, NumericCounts, NumericReference, Profile
 
-__all__ = ["Stat", "ColumnDrift", "drift_params", "iso", "join_notes"]
+__all__ = ["Stat", "ColumnDrift", "drift_params", "iso", "join_notes", "NOT_FINITE"]
+
+#: the note of a finding whose statistic came out NaN: ``insufficient_data``, never a silent ``ok``
+NOT_FINITE = "statistic not finite (values near the limits of float64?): no verdict"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -103,7 +106,11 @@ class ColumnDrift(Detector):
             else:
                 stat = self.statistic(ref, cur)
                 note = "; ".join(x for x in (row["note"], stat.note) if x) or None
-                row |= {"value": stat.value, "p_value": stat.p_value, "note": note, "insufficient": False}
+                if stat.value is None or np.isnan(stat.value):  # e.g. spreads past float64's range: no verdict
+                    note = "; ".join(x for x in (note, NOT_FINITE) if x)
+                    row |= {"value": None, "p_value": None, "note": note, "insufficient": True}
+                else:
+                    row |= {"value": stat.value, "p_value": stat.p_value, "note": note, "insufficient": False}
             rows.append(row)
         p = np.array([np.nan if r["p_value"] is None else r["p_value"] for r in rows])
         alpha = getattr(self, "alpha", None)

@@ -19,6 +19,18 @@ Numeric grid
     leaves it.  Counts have one slot below the reference minimum and one
     above its maximum; NaN and ±inf are counted apart and never enter the bins.
 
+Precision
+    float32 data is compared with the edges rounded to float32, and there an
+    atom's bin holds both float32 neighbours of a value float32 cannot hold
+    (a float32 window of a float64 reference's 0.1), but never more: it does
+    not reach into the float64 grid, so a column of large values (epoch
+    seconds, ids), where float32 neighbours are hundreds apart, keeps its
+    grid.  A reference whose values are all float32 (written as float32)
+    has float64 windows rounded to float32 before they are counted, so the
+    same one-decimal values written at either precision are the same values.
+    float16 data is counted as float32, its atoms' bins widened to float16's
+    neighbours the same way.
+
 Example
 -------
 >>> import numpy as np
@@ -125,6 +137,8 @@ class NumericReference:
     n_inf: int = 0
     #: the atoms, each the only value of its grid bin (see the module docstring)
     atoms: np.ndarray = field(default_factory=lambda: np.empty(0))
+    #: every finite value is a float32 (see Precision in the module docstring)
+    float32_exact: bool = False
 
     @functools.cached_property
     def bin_values(self) -> np.ndarray:
@@ -132,8 +146,8 @@ class NumericReference:
         bin is a few float32 ulps wide, and no other value lies in it), any other at its midpoint."""
         e = self.bin_edges
         mid = 0.5 * e[:-1] + 0.5 * e[1:]  # halves first: no overflow next to the largest float
-        if self.atoms.size:
-            mid[np.searchsorted(e, _atom_bins(self.atoms)[0], side="right") - 1] = self.atoms
+        if self.atoms.size:  # searched in ``edges``: an atom at the largest float has the bin up to +inf
+            mid[np.searchsorted(self.edges, self.atoms, side="right") - 1] = self.atoms
         return mid
 
     @property
@@ -153,11 +167,21 @@ class NumericReference:
 
     @functools.cached_property
     def edges_float32(self) -> np.ndarray:
-        """The edges for float32 data (see :func:`_edges_as`), computed once per reference."""
-        return _edges_as(self.edges, np.dtype(np.float32))
+        """The edges for float32 data (see :func:`_edges_as`), an atom's bin widened to both float32
+        neighbours (:func:`_atom_edges`); computed once per reference."""
+        return _atom_edges(_edges_as(self.edges, np.dtype(np.float32)), self.edges, self.atoms, np.float32)
+
+    @functools.cached_property
+    def edges_float16(self) -> np.ndarray:
+        """The float32 edges for float16 data (counted as float32), an atom's bin widened to both float16
+        neighbours; computed once per reference."""
+        return _atom_edges(_edges_as(self.edges, np.dtype(np.float32)), self.edges, self.atoms, np.float16)
 
     def edges_for(self, dtype: np.dtype) -> np.ndarray:
-        """The edges to compare data of ``dtype`` with (float32's cached)."""
+        """The edges to compare data of ``dtype`` with (float32's and float16's cached; float16 data is
+        compared as float32)."""
+        if dtype == np.float16:
+            return self.edges_float16
         return self.edges_float32 if dtype == np.float32 else _edges_as(self.edges, dtype)
 
     @classmethod
@@ -175,20 +199,16 @@ class NumericReference:
                        minimum=float("nan"), maximum=float("nan"), n_inf=n_inf)
         lo, hi = float(finite[0]), float(finite[-1])
         atoms, atom_counts = _atoms(finite, more_than=max(1.0, finite.size / quantile_points))  # repeated, > 0.1 %
-        atom_lo, atom_hi = _atom_bins(atoms)
+        atom_lo = atoms
+        with np.errstate(over="ignore"):
+            atom_hi = np.nextafter(atoms, np.inf)  # [v, nextafter(v)): the value alone
         with np.errstate(over="ignore"):  # above the largest float lies +inf (see bin_edges)
             top = float(np.nextafter(hi, np.inf))
             uniform = np.linspace(lo, hi, grid_bins + 1)
             quantiles = _sorted_quantiles(finite, np.linspace(0.0, 1.0, quantile_points + 1))
             psi_q = _sorted_quantiles(finite, np.arange(1, psi_bins) / psi_bins)
-        first = min(lo, float(atom_lo[0])) if atoms.size else lo
-        last = max(top, float(atom_hi[-1])) if atoms.size else top
         edges = np.unique(np.concatenate([uniform, quantiles, psi_q, [top], atom_lo, atom_hi]))
-        edges = edges[(edges >= first) & (edges <= last)]
-        if atoms.size:  # nothing splits an atom's bin (its value itself included, when it lies inside)
-            j = np.searchsorted(atom_lo, edges, side="right") - 1
-            inside = (j >= 0) & (edges > atom_lo[np.maximum(j, 0)]) & (edges < atom_hi[np.maximum(j, 0)])
-            edges = edges[~inside]
+        edges = edges[(edges >= lo) & (edges <= top)]  # nothing lies inside an atom's bin: it is one float wide
         if edges.size > 2 and not (atoms.size and atoms[-1] == hi):  # a plain maximum is in the closed top bin
             edges = edges[edges != hi]
         counts = _cut(finite, edges)
@@ -214,9 +234,12 @@ class NumericReference:
         if psi_cuts.size == 1:  # one value (a constant): below and above it are bins, or PSI could never move
             psi_cuts = np.array([0, 1, counts.size - 1])
         mean, std = scaled_moments(finite)
+        with np.errstate(over="ignore"):
+            as32 = finite.astype(np.float32)
+        float32_exact = bool(np.isfinite(as32[0]) and np.isfinite(as32[-1]) and np.array_equal(as32, finite))
         return cls(edges=edges, counts=counts, psi_cuts=psi_cuts.astype(np.intp), n=int(finite.size),
                    n_missing=n_missing, mean=float(mean), std=float(std), minimum=lo, maximum=hi, n_inf=n_inf,
-                   atoms=atoms)
+                   atoms=atoms, float32_exact=float32_exact)
 
 
 def _atoms(s: np.ndarray, *, more_than: float) -> tuple[np.ndarray, np.ndarray]:
@@ -231,32 +254,39 @@ def _atoms(s: np.ndarray, *, more_than: float) -> tuple[np.ndarray, np.ndarray]:
     return s[starts[keep]], runs[keep]
 
 
-def _atom_bins(atoms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each atom's grid bin ``[lo, hi)``: exactly the value for float64 data, and for float32 data both
-    float32 neighbours of a value float32 cannot hold (a window of float32 values against a float64
-    reference rounds 0.1 to the nearest float32, above it or below), i.e. from the largest float32 at
-    or below the atom to just above the smallest at or above it.  Values beyond float32's range keep
-    the one-ulp float64 bin.
+def _atom_edges(edges32: np.ndarray, edges: np.ndarray, atoms: np.ndarray, precision: type) -> np.ndarray:
+    """``edges32`` (the float64 ``edges`` rounded up to float32) for data of ``precision`` (float32 or
+    float16, compared as float32), each atom's bin ``[v, nextafter(v))`` widened to ``[down, next(up))``:
+    ``down`` the largest value of that precision at or below ``v``, ``up`` the smallest at or above (one
+    value when ``v`` is one).  A float32 window of a float64 reference rounds 0.1 to the nearest float32,
+    above it or below; both land in the atom's bin.  Edges between are moved to the widened bin's ends
+    (such data cannot fall between them anyway), so the bins stay in order and each count keeps its
+    meaning; the float64 grid is untouched.  Atoms beyond the precision's range keep their bin.
 
-    >>> lo, hi = _atom_bins(np.array([0.0, 0.1]))
-    >>> bool(lo[0] == 0.0 and hi[0] == np.nextafter(np.float32(0), np.float32(1)))
-    True
-    >>> bool(lo[1] <= np.float32(0.1) < hi[1] and lo[1] < 0.1 < hi[1])
+    >>> edges = np.array([0.0, 0.1, np.nextafter(0.1, 1.0), 0.2])
+    >>> e32 = _atom_edges(edges.astype(np.float32), edges, np.array([0.1]), np.float32)
+    >>> np.searchsorted(e32, np.float32(0.1), side="right") - 1   # the atom's bin: edges[1] to edges[2]
+    np.int64(1)
+    >>> bool(e32[1] < np.float32(0.1) < e32[2] and e32[1] == np.nextafter(np.float32(0.1), np.float32(0)))
     True
     """
-    if atoms.size == 0:
-        return atoms, atoms
+    if atoms.size == 0 or edges.size < 2:
+        return edges32
+    inf = precision(np.inf)
     with np.errstate(over="ignore"):
-        f = atoms.astype(np.float32)
-        up32 = np.float32(np.inf)
-        down = np.where(f.astype(np.float64) > atoms, np.nextafter(f, -up32), f)  # float32 at or below
-        ceil = np.where(f.astype(np.float64) < atoms, np.nextafter(f, up32), f)   # float32 at or above
-        hi32 = np.nextafter(ceil, up32).astype(np.float64)
-        lo64 = down.astype(np.float64)
-        in_range = np.isfinite(lo64) & np.isfinite(hi32)
-        lo = np.where(in_range, lo64, atoms)
-        hi = np.where(in_range, hi32, np.nextafter(atoms, np.inf))
-    return lo, hi
+        f = atoms.astype(precision)
+        down = np.where(f.astype(np.float64) > atoms, np.nextafter(f, -inf), f).astype(np.float32)
+        ceil = np.where(f.astype(np.float64) < atoms, np.nextafter(f, inf), f)
+        after = np.nextafter(ceil, inf).astype(np.float32)
+    at = np.searchsorted(edges, atoms)
+    ok = (at + 1 < edges.size) & np.isfinite(down) & np.isfinite(after)
+    ok[ok] = edges[at[ok]] == atoms[ok]
+    at, down, after = at[ok], down[ok], after[ok]
+    out = edges32.copy()
+    out[at] = np.minimum(out[at], down)
+    out = np.minimum.accumulate(out[::-1])[::-1]  # edges below an atom's widened start move down to it
+    out[at + 1] = np.maximum(out[at + 1], after)
+    return np.maximum.accumulate(out)  # and edges above its widened end up to that
 
 
 def scaled_moments(x: np.ndarray, *, axis: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -316,6 +346,20 @@ class _Sorted(NamedTuple):
     n_nan: int
 
 
+def _as_float32(x: np.ndarray) -> np.ndarray:
+    """float64 ``x`` rounded to float32, for a reference whose values all are float32 (see Precision in the
+    module docstring); as it is when a finite value lies beyond float32's range.
+
+    >>> _as_float32(np.array([0.1])).dtype, _as_float32(np.array([1e300])).dtype
+    (dtype('float32'), dtype('float64'))
+    """
+    with np.errstate(over="ignore"):
+        y = x.astype(np.float32)
+    if np.isinf(y).any() and np.count_nonzero(np.isinf(y)) != np.count_nonzero(np.isinf(x)):
+        return x
+    return y
+
+
 def _sorted_counts(x: np.ndarray, edges: np.ndarray) -> _Sorted:
     """Sort ``x`` once and cut it at ``edges`` (of ``x``'s dtype: see :func:`_edges_as`).
 
@@ -359,8 +403,9 @@ def _cut(finite: np.ndarray, edges: np.ndarray) -> np.ndarray:
 
 
 def _shifted_sums(x: np.ndarray) -> tuple[float, float, float]:
-    """``(k, Σ(x-k), Σ(x-k)²)`` of sorted ``x`` about its median ``k``: sums about a point inside the
-    batch lose no digits to cancellation, wherever the batch lies.
+    """``(k, Σ(x-k), Σ(x-k)²)`` of ``x`` about its middle element ``k`` (the median of sorted ``x``, a
+    value of the batch otherwise): sums about a point inside the batch lose no digits to cancellation,
+    wherever the batch lies.
 
     float32 data is summed in float32 (pairwise sum; BLAS dot with many partial
     sums): relative error about 1e-5 and at worst 3e-4 on the squares — far below
@@ -409,25 +454,38 @@ class NumericCounts:
 
     @classmethod
     def of(cls, values: np.ndarray, ref: NumericReference, *, n_null: int = 0) -> NumericCounts:
-        """Count one batch. ``values`` may hold NaN for Arrow nulls; pass their number as ``n_null``."""
+        """Count one batch. ``values`` may hold NaN for Arrow nulls; pass their number as ``n_null``.
+
+        Against a reference of float32 values, float64 values are binned as float32 (see Precision in the
+        module docstring); their sums and moments are those of the values as they are.
+        """
         x = np.asarray(values)
         if x.dtype.kind != "f":
             x = x.astype(np.float64)
-        elif x.dtype.itemsize < 4:
+        raw = None
+        if ref.float32_exact and x.dtype == np.float64:
+            y = _as_float32(x)
+            if y is not x:
+                raw, x = x, y
+        edges = ref.edges_for(x.dtype)
+        if x.dtype.itemsize < 4:
             x = x.astype(np.float32)
-        cut = _sorted_counts(x, ref.edges_for(x.dtype))
+        cut = _sorted_counts(x, edges)
         counts, finite = cut.counts, cut.finite
         n_fin = finite.size
         n_nan, n_posinf, n_neginf = cut.n_nan - n_null, cut.n_posinf, cut.n_neginf
         below_sum = above_sum = 0.0
         if ref.edges.size:
             if counts[0]:
-                below_sum = float(finite[:counts[0]].sum(dtype=np.float64))
+                below_sum = float(finite[:counts[0]].sum(dtype=np.float64) if raw is None
+                                  else raw[x < edges[0]].sum())
             if counts[-1]:
-                above_sum = float(finite[n_fin - counts[-1]:].sum(dtype=np.float64))
+                above_sum = float(finite[n_fin - counts[-1]:].sum(dtype=np.float64) if raw is None
+                                  else raw[(x >= edges[-1]) & np.isfinite(x)].sum())
         mean = m2 = 0.0
         if n_fin:
-            k, s1, s2 = _shifted_sums(finite)
+            # the rounded values hold the same finite positions: _as_float32 makes no new infinities
+            k, s1, s2 = _shifted_sums(finite if raw is None else raw[np.isfinite(x)])
             mean = k + s1 / n_fin
             m2 = max(s2 - s1 * s1 / n_fin, 0.0)
         return cls(counts=counts, n_null=n_null, n_nan=n_nan, n_posinf=n_posinf, n_neginf=n_neginf,

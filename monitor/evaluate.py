@@ -47,8 +47,9 @@ log = logging.getLogger("atalaia.evaluate")
 #: bump when the profile layout or its meaning changes, so cached references are rebuilt
 #: (2: PSI bins of a value holding more than a tenth of the reference; 3: a grid bin of its own for a
 #: value holding more than a thousandth; 4: that bin holds its float32 neighbours, and a PSI bin of its own
-#: for one holding half a tenth)
-PROFILE_VERSION = 4
+#: for one holding half a tenth; 5: an atom's bin is one float64 wide, widened only for float32 data, and
+#: float64 windows of a float32 reference are rounded to float32)
+PROFILE_VERSION = 5
 
 
 @functools.cache
