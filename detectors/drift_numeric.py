@@ -1207,7 +1207,7 @@ class Wasserstein(ColumnDrift):
     :func:`wasserstein_binned`); within 1 % of
     ``scipy.stats.wasserstein_distance`` on windows spread over bins the way
     the reference is.  In general the binned W1 is off by at most
-    :math:`\sum_j w_j (p_j + q_j)/2` (bin widths times both samples' shares),
+    :math:`\\sum_j w_j (p_j + q_j)/2` (bin widths times both samples' shares),
     which the grid keeps under a thousandth of the reference range: a window
     piled into one wide bin of a long-tailed reference (a stuck sensor far
     in the tail) can be a few percent off — 4.9 % for a constant window in

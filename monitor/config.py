@@ -177,28 +177,32 @@ class ScheduleConfig(_Strict):
 Task = Literal["binary_classification", "multiclass_classification", "regression"]
 
 
+#: a column name: never empty (an empty name matches no column in any file)
+ColumnName = Annotated[str, Field(min_length=1)]
+
+
 class PredictionsConfig(_Strict):
     path: str
-    id: str
-    timestamp: str
-    prediction: str
-    score: str | None = None
+    id: ColumnName
+    timestamp: ColumnName
+    prediction: ColumnName
+    score: ColumnName | None = None
     task: Task = "binary_classification"
     in_progress_grace: InProgressGrace = None
 
 
 class GroundTruthConfig(_Strict):
     path: str
-    id: str
-    label: str
-    timestamp: str
+    id: ColumnName
+    label: ColumnName
+    timestamp: ColumnName
     max_delay: Duration = timedelta(days=3)
     in_progress_grace: InProgressGrace = None
 
 
 class FeaturesConfig(_Strict):
-    numeric: list[str] = []
-    categorical: list[str] = []
+    numeric: list[ColumnName] = []
+    categorical: list[ColumnName] = []
 
     @model_validator(mode="after")
     def _some(self) -> FeaturesConfig:
@@ -256,7 +260,7 @@ class ModelConfig(_Strict):
     predictions: PredictionsConfig
     ground_truth: GroundTruthConfig | None = None
     features: FeaturesConfig
-    sensitive: list[str] = []
+    sensitive: list[ColumnName] = []
     reference: ReferenceConfig
     detectors: list[DetectorConfig] = Field(min_length=1)
     alerts: ModelAlerts = ModelAlerts()
@@ -355,6 +359,9 @@ def _message(err: Mapping[str, Any]) -> str:
         return f"must be {ctx.get('expected')}, got {value!r}"
     if kind == "too_short":
         return f"must have at least {ctx.get('min_length')} entr{'y' if ctx.get('min_length') == 1 else 'ies'}, got {len(value) if hasattr(value, '__len__') else value!r}"
+    if kind == "string_too_short":
+        return f"must not be empty, got {value!r}" if ctx.get("min_length") == 1 else \
+            f"must have at least {ctx.get('min_length')} characters, got {value!r}"
     if kind == "string_pattern_mismatch":
         return f"must match {ctx.get('pattern')}, got {value!r}"
     if kind in ("value_error", "assertion_error"):
@@ -530,6 +537,17 @@ def _model_cross_checks(where: str, m: dict[str, Any], route_names: set[str] | N
                 out.append((f"{where}.features.{kind}[{j}]", f"must not be the prediction column ({task}), got {f!r}"))
             elif f == score and kind == "categorical":
                 out.append((f"{where}.features.{kind}[{j}]", f"must not be the score column (numeric), got {f!r}"))
+    # a model column that is also the id or the timestamp is read under two kinds: every file would be refused
+    for key in ("score", "prediction"):
+        col = preds.get(key)
+        if isinstance(col, str) and col and col in (preds.get("id"), preds.get("timestamp")):
+            which = "id" if col == preds.get("id") else "timestamp"
+            out.append((f"{where}.predictions.{key}", f"must not be the {which} column, got {col!r}"))
+    if is_class and isinstance(score, str) and score and score == prediction:
+        out.append((f"{where}.predictions.score", "must not be the prediction column (a classification's score is "
+                    f"numeric, its predicted class categorical), got {score!r}"))
+    if isinstance(preds.get("id"), str) and preds.get("id") and preds.get("id") == preds.get("timestamp"):
+        out.append((f"{where}.predictions.id", f"must not be the timestamp column, got {preds.get('id')!r}"))
     sensitive = _names(m.get("sensitive")) or []
     for j, f in enumerate(sensitive):
         if f in (preds.get("id"), preds.get("timestamp")):

@@ -133,8 +133,9 @@ def reference_profile(data: pa.Table | Sequence[pa.RecordBatch], *, columns: Col
 
     ``data``: a table, or record batches that may differ in column types from file to file
     (integers and floats, dictionary-encoded or plain strings, timestamp units): each batch is
-    converted on its own, as the window's are, before the values are joined.  Without any batch
-    every column is present and empty, and the detectors say ``insufficient_data``.
+    converted on its own, as the window's are, before the values are joined.  A column no batch
+    holds (no batch at all, or every file lacked it: reported as a source error) is present and
+    empty, and the detectors say ``insufficient_data`` for it.
     """
     batches = data.to_batches() if isinstance(data, pa.Table) else list(data)
 
@@ -144,16 +145,14 @@ def reference_profile(data: pa.Table | Sequence[pa.RecordBatch], *, columns: Col
     numeric = {}
     for name in columns.numeric_targets:
         parts = [numeric_values(b.column(name)) for b in present(name)]
-        if parts or not batches:
-            values = np.concatenate([v for v, _ in parts]) if parts else np.empty(0)
-            numeric[name] = NumericReference.from_values(values, n_null=sum(n for _, n in parts))
+        values = np.concatenate([v for v, _ in parts]) if parts else np.empty(0)
+        numeric[name] = NumericReference.from_values(values, n_null=sum(n for _, n in parts))
     categorical = {}
     for name in columns.categorical_targets:
         counts = CategoricalCounts()
         for b in present(name):
             counts = counts.merge(category_counts(b.column(name)))
-        if present(name) or not batches:
-            categorical[name] = CategoricalReference.from_counts(counts)
+        categorical[name] = CategoricalReference.from_counts(counts)
     extras = {}
     hooked = [d for d in detectors if d.uses_batches]
     if hooked:

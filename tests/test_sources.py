@@ -320,12 +320,31 @@ def test_a_missing_column_names_the_file_and_the_column(tmp_path: Path) -> None:
     pq.write_table(pq.read_table(bad).drop_columns(["x1"]), bad)
     src = ParquetSink.open(str(tmp_path), timestamp="ts")
 
-    table = read_all(src, start=T0, end=T0 + timedelta(hours=3))
+    batches = list(src.batches(columns=COLS, start=T0, end=T0 + timedelta(hours=3)))
 
-    assert table.num_rows == 20
+    # the file's other columns are read: only x1 loses its rows
+    assert sum(b.num_rows for b in batches) == 30
+    assert sum(b.num_rows for b in batches if "x1" in b.schema.names) == 20
+    assert all(set(b.schema.names) >= set(COLS) - {"x1"} for b in batches)
     (err,) = src.errors
     assert (Path(err.path or ""), err.column, err.reason) == (bad, "x1", "missing_column")
     assert str(bad) in str(err) and "x1" in str(err)
+
+
+def test_every_bad_column_of_a_file_is_named_and_a_duplicated_one_is_said_so(tmp_path: Path) -> None:
+    write_small_hourly(tmp_path, 2)
+    bad = part_file(tmp_path, T0 + timedelta(hours=1))
+    t = pq.read_table(bad)
+    t = t.drop_columns(["x1"]).set_column(t.schema.get_field_index("x0"), "x0", pa.array([str(i) for i in range(10)]))
+    pq.write_table(t.append_column("c", t.column("c")), bad)
+    src = ParquetSink.open(str(tmp_path), timestamp="ts")
+
+    batches = list(src.batches(columns=COLS, start=T0, end=T0 + timedelta(hours=2)))
+
+    assert sorted((e.column, e.reason) for e in src.errors) == [
+        ("c", "retyped_column"), ("x0", "retyped_column"), ("x1", "missing_column")]
+    assert "appears 2 times" in str(next(e for e in src.errors if e.column == "c"))
+    assert sum(b.num_rows for b in batches) == 20  # ts and the rest of the bad file are still read
 
 
 @pytest.mark.parametrize(("column", "bad_values", "kind"), [
@@ -341,9 +360,11 @@ def test_a_retyped_column_names_the_file_and_the_column(tmp_path: Path, column: 
     pq.write_table(table.set_column(table.schema.get_field_index(column), column, bad_values), bad)
     src = ParquetSink.open(str(tmp_path), timestamp="ts")
 
-    rows = read_all(src, start=T0, end=T0 + timedelta(hours=3))
+    batches = list(src.batches(columns=COLS, start=T0, end=T0 + timedelta(hours=3)))
 
-    assert rows.num_rows == 20
+    # a retyped feature costs that column of the file; a retyped timestamp the whole file
+    assert sum(b.num_rows for b in batches) == (20 if column == "ts" else 30)
+    assert sum(b.num_rows for b in batches if column in b.schema.names) == 20
     (err,) = src.errors
     assert (Path(err.path or ""), err.column, err.reason) == (bad, column, "retyped_column")
     assert kind in str(err) and str(bad) in str(err)

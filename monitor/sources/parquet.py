@@ -6,10 +6,13 @@ e.g. ``date=2026-11-27/hour=13``), a single file, or an ``s3://`` prefix.
 for rows whose timestamp lies in ``[start, end)``.  Files whose partition
 keys place them wholly outside the window are never opened.
 
-Each file is checked against the expected columns before it is read; a
-file that is corrupt, lacks a column or has it under an unusable type is
-*skipped* and reported as a :class:`~detectors.errors.SourceError` naming
-the file and column — the rest of the window is still read.
+Each file is checked against the expected columns before it is read.  A
+column the file lacks, holds twice or holds under an unusable type is left
+out of that file's batches and reported as a
+:class:`~detectors.errors.SourceError` naming the file and column; the
+file's other columns are read.  A file that is corrupt, or whose timestamp
+column is unusable, is *skipped* and reported the same way — the rest of the
+window is still read.
 
 Rows are taken to honour their partition keys: a partition whose span lies
 wholly inside the window is read without a row filter.  In other files the
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -101,7 +105,10 @@ def partition_range(keys: Mapping[str, str]) -> tuple[datetime, datetime] | None
             return None
         start = datetime(day.year, day.month, day.day, tzinfo=UTC)
         if "hour" in keys:
-            start += timedelta(hours=int(keys["hour"]))
+            hour = int(keys["hour"])
+            if not 0 <= hour <= 23:  # not an hour of that day: read with the row filter, not pruned by a guess
+                return None
+            start += timedelta(hours=hour)
             return start, start + timedelta(hours=1)
         return start, start + timedelta(days=1)
     except ValueError:
@@ -176,6 +183,8 @@ class ParquetSink:
                 continue
             out.append(FileEntry(fi.path, fi.size or 0, fi.mtime_ns or 0, span))
         out.sort(key=lambda f: f.path)
+        if isinstance(self.filesystem, pafs.LocalFileSystem):
+            out = _without_aliases(out)
         return out
 
     # -- reading --------------------------------------------------------------
@@ -243,10 +252,15 @@ class ParquetSink:
             self.errors.append(SourceError(f"unreadable Parquet file: {_short(exc)}", path=entry.path,
                                            reason="corrupt"))
             return
-        problem = _schema_problem(schema, columns, entry.path)
-        if problem is not None:
-            self.errors.append(problem)
-            return
+        problems = _schema_problems(schema, columns, entry.path)
+        if problems:
+            # a column the file lacks or holds unusably costs that column, not the file: the model's other
+            # columns keep its rows.  Without its timestamp (or with nothing left) the file is skipped.
+            self.errors.extend(problems)
+            bad = {e.column for e in problems}
+            names = [n for n in names if n not in bad]
+            if self.timestamp in bad or not names:
+                return
         # a partition whose span lies wholly inside the window needs no row filter: its rows are
         # taken to honour their partition keys (the filter costs 20-50 % of the decode)
         inside = entry.span is not None and start is not None and end is not None \
@@ -306,6 +320,22 @@ class ParquetSink:
             raise SourceTimeout("the source did not finish within its timeout", path=path)
 
 
+def _without_aliases(files: list[FileEntry]) -> list[FileEntry]:
+    """Local files reached twice through a symbolic link (a ``latest`` link to the newest partition, a link
+    loop) counted once: under their real path when it is listed, else under the first path."""
+    chosen: dict[str, FileEntry] = {}
+    for f in files:
+        real = os.path.realpath(f.path)
+        held = chosen.get(real)
+        if held is None or (f.path == real and held.path != real):
+            chosen[real] = f
+    if len(chosen) == len(files):
+        return files
+    log.debug("%d files listed more than once through symbolic links, each counted once",
+              len(files) - len(chosen))
+    return sorted(chosen.values(), key=lambda f: f.path)
+
+
 def _short(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
 
@@ -358,12 +388,19 @@ def _row_groups(pf: pq.ParquetFile, timestamp: str, start: datetime | None,
     return whole, partly
 
 
-def _schema_problem(schema: pa.Schema, columns: Mapping[str, ColumnKind], path: str) -> SourceError | None:
+def _schema_problems(schema: pa.Schema, columns: Mapping[str, ColumnKind], path: str) -> list[SourceError]:
+    """Every requested column the file lacks, holds twice or holds under an unusable type, one error each."""
+    out: list[SourceError] = []
     for name, kind in columns.items():
-        idx = schema.get_field_index(name)
-        if idx < 0:
-            return SourceError("missing column", path=path, column=name, reason="missing_column")
-        typ = schema.field(idx).type
+        found = schema.get_all_field_indices(name)
+        if not found:
+            out.append(SourceError("missing column", path=path, column=name, reason="missing_column"))
+            continue
+        if len(found) > 1:
+            out.append(SourceError(f"column appears {len(found)} times (which one is meant?)", path=path,
+                                   column=name, reason="retyped_column"))
+            continue
+        typ = schema.field(found[0]).type
         if pa.types.is_dictionary(typ):
             typ = typ.value_type
         if pa.types.is_null(typ) and kind in ("numeric", "categorical"):
@@ -377,9 +414,9 @@ def _schema_problem(schema: pa.Schema, columns: Mapping[str, ColumnKind], path: 
             "any": True,
         }[kind]
         if not ok:
-            return SourceError(f"column has type {typ}, expected {kind}", path=path, column=name,
-                               reason="retyped_column")
-    return None
+            out.append(SourceError(f"column has type {typ}, expected {kind}", path=path, column=name,
+                                   reason="retyped_column"))
+    return out
 
 
 def label_lookup(table: pa.Table, *, id_column: str, label_column: str,

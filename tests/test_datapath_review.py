@@ -1,0 +1,156 @@
+"""Data path defects a review of hostile input reproduced (each test failed before its fix):
+
+* one missing or retyped column threw the whole file away, so every other feature, the score and the
+  prediction lost its rows too; a reference file lacking one feature left every detector without data;
+* a ``latest`` symbolic link to the newest partition (or a link loop) counted its files twice;
+* a partition directory ``hour=24`` was taken as the next day's first hour and pruned without a word.
+
+Real Parquet files in ``tmp_path``; the real CLI in process (``monitor.cli.main``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+
+from monitor.cli import main
+from monitor.sources.parquet import partition_range
+
+AT = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+
+def _table(start: datetime, n: int = 400, *, seed: int = 0) -> pa.Table:
+    rng = np.random.default_rng(seed)
+    return pa.table({
+        "id": [f"r{seed}-{i}" for i in range(n)],
+        "ts": pa.array([start + timedelta(seconds=i) for i in range(n)], pa.timestamp("us", tz="UTC")),
+        "x": rng.normal(0.0, 1.0, n),
+        "age": rng.uniform(18, 80, n),
+        "c": rng.choice(["a", "b", "c"], n),
+        "pred": rng.integers(0, 2, n),
+    })
+
+
+def _config(tmp_path: Path, *, reference: dict[str, Any] | None = None, window: str = "1h") -> Path:
+    m = {
+        "name": "m", "schedule": {"every": "5m"}, "window": window,
+        "predictions": {"path": "preds", "id": "id", "timestamp": "ts", "prediction": "pred"},
+        "features": {"numeric": ["x", "age"], "categorical": ["c"]},
+        "reference": reference or {"path": "ref.parquet"},
+        "detectors": [{"type": "ks"}, {"type": "chi2"}],
+    }
+    path = tmp_path / "atalaia.yaml"
+    path.write_text(yaml.safe_dump({"state_dir": "state", "models": [m]}))
+    return path
+
+
+def _check(config: Path) -> tuple[int, dict[tuple[str, str], dict[str, Any]]]:
+    out = io.StringIO()
+    code = main(["check", "--config", str(config), "--at", AT.isoformat(), "--format", "json"], stdout=out)
+    rows = [json.loads(line) for line in out.getvalue().splitlines()]
+    return code, {(r["detector"], r["target"]): r for r in rows}
+
+
+def _write(path: Path, table: pa.Table) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path)
+    ns = int(AT.timestamp()) * 10**9 - 10**12  # written well before the run: not "still being written"
+    os.utime(path, ns=(ns, ns))
+
+
+def test_a_file_without_one_feature_keeps_its_rows_for_every_other_column(tmp_path: Path) -> None:
+    _write(tmp_path / "preds" / "a.parquet", _table(AT - timedelta(minutes=50), seed=1))
+    _write(tmp_path / "preds" / "b.parquet", _table(AT - timedelta(minutes=30), seed=2).drop_columns(["age"]))
+    _write(tmp_path / "ref.parquet", _table(AT - timedelta(days=2), seed=3))
+
+    code, found = _check(_config(tmp_path))
+
+    assert found[("ks", "x")]["n_current"] == 800
+    assert found[("chi2", "c")]["n_current"] == 800
+    assert found[("chi2", "pred")]["n_current"] == 800
+    assert found[("ks", "age")]["n_current"] == 400
+    assert code == 2  # the run is partial: a file lacked a column (named on stderr)
+
+
+def test_a_reference_without_one_feature_still_serves_the_others(tmp_path: Path) -> None:
+    _write(tmp_path / "preds" / "a.parquet", _table(AT - timedelta(minutes=50), seed=1))
+    _write(tmp_path / "ref.parquet", _table(AT - timedelta(days=2), seed=3).drop_columns(["age"]))
+
+    _, found = _check(_config(tmp_path))
+
+    assert found[("ks", "x")]["n_reference"] == 400 and found[("ks", "x")]["status"] != "insufficient_data"
+    assert found[("chi2", "c")]["n_reference"] == 400
+    assert found[("ks", "age")]["status"] == "insufficient_data"
+
+
+def _hourly(tmp_path: Path, hours: int) -> list[Path]:
+    dirs = []
+    for h in range(hours):
+        t = AT - timedelta(hours=hours - h)
+        d = tmp_path / "preds" / f"date={t:%Y-%m-%d}" / f"hour={t:%H}"
+        _write(d / "part-0.parquet", _table(t, n=100, seed=h))
+        dirs.append(d)
+    return dirs
+
+
+def test_a_latest_link_to_a_partition_and_a_link_loop_count_each_file_once(tmp_path: Path) -> None:
+    dirs = _hourly(tmp_path, 3)
+    (tmp_path / "preds" / "latest").symlink_to(dirs[-1], target_is_directory=True)
+    (dirs[0] / "again").symlink_to(tmp_path / "preds", target_is_directory=True)  # a loop
+    _write(tmp_path / "ref.parquet", _table(AT - timedelta(days=2), seed=3))
+
+    _, found = _check(_config(tmp_path, window="3h"))
+
+    assert found[("ks", "x")]["n_current"] == 300
+
+
+def test_an_hour_outside_0_to_23_is_read_with_the_row_filter_not_pruned(tmp_path: Path) -> None:
+    assert partition_range({"date": "2026-11-27", "hour": "24"}) is None
+    assert partition_range({"date": "2026-11-27", "hour": "-1"}) is None
+    assert partition_range({"date": "2026-11-27", "hour": "23"}) is not None
+    t = AT - timedelta(minutes=40)  # rows inside the window, in a directory named as no hour of any day
+    _write(tmp_path / "preds" / f"date={t:%Y-%m-%d}" / "hour=24" / "part-0.parquet", _table(t, n=100, seed=5))
+    _write(tmp_path / "ref.parquet", _table(AT - timedelta(days=2), seed=3))
+
+    _, found = _check(_config(tmp_path))
+
+    assert found[("ks", "x")]["n_current"] == 100
+
+
+def test_validate_refuses_model_columns_that_clash_and_empty_names_all_at_once(tmp_path: Path) -> None:
+    """Before, each of these passed ``validate`` and then broke every run (an Arrow cast error naming
+    nothing, or every file skipped as retyped or as lacking the column '')."""
+    path = _config(tmp_path)
+    doc = yaml.safe_load(path.read_text())
+    m = doc["models"][0]
+    m["predictions"] |= {"score": "ts", "prediction": "id"}
+    m["features"]["numeric"] = ["x", ""]
+    doc["models"].append(json.loads(json.dumps(m)) | {"name": "m2"})
+    doc["models"][1]["predictions"] |= {"score": "pred", "prediction": "pred", "timestamp": "id"}
+    doc["models"][1]["features"]["numeric"] = ["x"]
+    path.write_text(yaml.safe_dump(doc))
+    err = io.StringIO()
+
+    with contextlib.redirect_stderr(err):
+        code = main(["validate", "--config", str(path)], stdout=io.StringIO())
+
+    text = err.getvalue()
+    assert code == 2
+    for where, what in [
+        ("models[0].predictions.score", "must not be the timestamp column, got 'ts'"),
+        ("models[0].predictions.prediction", "must not be the id column, got 'id'"),
+        ("models[0].features.numeric[1]", "must not be empty"),
+        ("models[1].predictions.score", "must not be the prediction column"),
+        ("models[1].predictions.id", "must not be the timestamp column"),
+    ]:
+        assert f"{where}: {what}" in text, (where, text)
