@@ -53,7 +53,7 @@ from typing import Any, ClassVar
 import numpy as np
 from scipy import special
 
-from .drift_common import ColumnDrift, Stat, drift_params, join_notes
+from .drift_common import ColumnDrift, Stat, drift_params, join_notes, some_names
 from .profile import CategoricalCounts, CategoricalReference, NumericReference, per_pair
 
 __all__ = [
@@ -275,7 +275,7 @@ def unseen_note(current: Any, reference: Any) -> str | None:
     if isinstance(reference, CategoricalReference):
         _, unseen, names = current.aligned(reference)
         if unseen:
-            shown = ", ".join(names[:3]) + (", …" if len(names) > 3 else "")
+            shown = some_names(names, at_most=3)
             return f"{unseen} values in {len(names)} unseen categories ({shown})"
     return None
 

@@ -17,7 +17,7 @@ from .base import Context, Detector, Finding, Param, number, one_of, optional, s
 from .decision import adjust_p_values, classify
 from .profile import CategoricalReference, NumericCounts, NumericReference, Profile
 
-__all__ = ["Stat", "ColumnDrift", "drift_params", "iso", "join_notes", "NOT_FINITE"]
+__all__ = ["Stat", "ColumnDrift", "drift_params", "iso", "join_notes", "NOT_FINITE", "some_names"]
 
 #: the note of a finding whose statistic came out NaN: ``insufficient_data``, never a silent ``ok``
 NOT_FINITE = "statistic not finite (values near the limits of float64?): no verdict"
@@ -49,6 +49,24 @@ def drift_params(*, warn: float, alert: float, test: bool, min_rows: int = 100) 
 def iso(ts: Any) -> str:
     """ISO-8601 UTC with a ``Z`` suffix."""
     return ts.isoformat().replace("+00:00", "Z")
+
+
+#: characters of one category name a note shows at most (a name is data: it may be a 200 kB blob)
+NAME_CHARS = 40
+
+
+def some_names(names: list[str], *, at_most: int) -> str:
+    """The first ``at_most`` of ``names`` for a note, each escaped (newlines, quotes) and cut to
+    :data:`NAME_CHARS` characters, with "…" when more follow.
+
+    >>> print(some_names(["a", "b\\nc", "x" * 50, "d"], at_most=3))
+    a, b\\nc, xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx…, …
+    """
+    def one(name: str) -> str:
+        text = repr(name)[1:-1]
+        return text if len(text) <= NAME_CHARS else text[:NAME_CHARS - 1] + "…"
+
+    return ", ".join(one(n) for n in names[:at_most]) + (", …" if len(names) > at_most else "")
 
 
 def join_notes(*notes: str | None) -> str | None:
@@ -102,7 +120,8 @@ class ColumnDrift(Detector):
             row: dict[str, Any] = {"target": col, "n_reference": n_ref, "n_current": n_cur,
                                    "note": self.excluded_note(cur)}
             if n_ref < self.min_rows or n_cur < self.min_rows:
-                row |= {"value": None, "p_value": None, "insufficient": True}
+                short = f"{n_ref} reference and {n_cur} window values, fewer than min_rows {self.min_rows}"
+                row |= {"value": None, "p_value": None, "insufficient": True, "note": join_notes(row["note"], short)}
             else:
                 stat = self.statistic(ref, cur)
                 note = "; ".join(x for x in (row["note"], stat.note) if x) or None

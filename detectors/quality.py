@@ -55,7 +55,7 @@ from scipy import special
 
 from .base import Context, Detector, Finding, Param, number, one_of, optional, str_list
 from .decision import adjust_p_values, classify
-from .drift_common import iso
+from .drift_common import iso, some_names
 from .profile import CategoricalCounts, CategoricalReference, NumericCounts, NumericReference, Profile
 
 __all__ = ["DataQuality", "rate_increase_p", "hypergeom_sf", "out_of_range_p", "absent_probability", "unseen_p"]
@@ -475,7 +475,7 @@ class DataQuality(Detector):
         else:
             row |= {"value": k_out / m, "p": out_of_range_p(k_out, m, ref.n),
                     "note": f"below {int(cur.counts[0])}, above {int(cur.counts[-1])} "
-                            f"the reference range [{ref.minimum:.6g}, {ref.maximum:.6g}]"}
+                            f"the reference range [{ref.minimum:.10g}, {ref.maximum:.10g}]"}
         rows.append(row)
         return rows
 
@@ -492,7 +492,7 @@ class DataQuality(Detector):
         if ref.n < self.min_rows or m < self.min_rows:
             row |= {"value": None, "p": None, "note": None}
         else:
-            shown = ", ".join(names[:5]) + (", …" if len(names) > 5 else "")
+            shown = some_names(names, at_most=5)
             pooled = np.concatenate([ref.counts + aligned,
                                      np.fromiter((cur.counts[k] for k in names), np.int64, len(names))])
             row |= {"value": unseen / m, "p": unseen_p(pooled, unseen, ref.n),

@@ -154,3 +154,29 @@ def test_validate_refuses_model_columns_that_clash_and_empty_names_all_at_once(t
         ("models[1].predictions.id", "must not be the timestamp column"),
     ]:
         assert f"{where}: {what}" in text, (where, text)
+
+
+def test_notes_show_a_huge_category_name_cut_and_say_why_data_is_insufficient(tmp_path: Path) -> None:
+    """A 200 kB category value with newlines was copied whole into about six notes (908 kB of check
+    output); an all-null reference column gave insufficient_data with no note at all."""
+    blob = "line\n" * 40_000
+    ref = _table(AT - timedelta(days=2), seed=3)
+    ref = ref.set_column(ref.schema.get_field_index("x"), "x", pa.nulls(ref.num_rows, pa.float64()))
+    cur = _table(AT - timedelta(minutes=50), seed=1)
+    cur = cur.set_column(cur.schema.get_field_index("c"), "c", pa.array([blob] * 200 + ["a"] * 200))
+    _write(tmp_path / "preds" / "a.parquet", cur)
+    _write(tmp_path / "ref.parquet", ref)
+    config = _config(tmp_path)
+    doc = yaml.safe_load(config.read_text())
+    doc["models"][0]["detectors"].append({"type": "data_quality"})
+    config.write_text(yaml.safe_dump(doc))
+
+    _, found = _check(config)
+
+    notes = [r["note"] or "" for r in found.values()]
+    assert max(len(n) for n in notes) < 400, max(notes, key=len)[:200]
+    assert any("line\\nline" in n for n in notes)  # escaped, not raw newlines
+    assert all("\n" not in n for n in notes)
+    ks_x = found[("ks", "x")]
+    assert ks_x["status"] == "insufficient_data"
+    assert "0 reference and 400 window values, fewer than min_rows 100" in ks_x["note"]
