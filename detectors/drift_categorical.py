@@ -32,6 +32,15 @@ Tests (:func:`homogeneity_table`, :func:`merge_sparse`)
     (p = 1).  A genuinely new category with enough rows stays a column of
     its own and is found.
 
+    The price: a change *among* categories each too rare to test — a column
+    of ids or free text whose values all occur a handful of times, where the
+    window's values are all new — pools into ``<other>`` and leaves no test,
+    so every detector here says ``ok`` at p = 1 although the distances show
+    it (total variation 1.0).  ``data_quality``'s ``unseen_rate`` is the
+    detector for that: it tests the share of values of unseen categories
+    against the Good–Turing rate the reference's singletons predict, and
+    alerts on it.  Such columns are better monitored there than here.
+
 Example
 -------
 >>> import numpy as np

@@ -128,3 +128,23 @@ def test_categorical_finding_does_not_depend_on_merge_order() -> None:
                             context=CTX)
         out.append(f)
     assert out[0] == out[1], (out[0].note, out[1].note)
+
+
+def test_new_values_of_a_column_of_rare_categories_are_data_quality_s_to_find() -> None:
+    """Reference and window over disjoint sets of 20 000 rare categories (ids): every category is too rare
+    to test, the pooled table leaves none, and chi2 says ok at p = 1 (as the module docstring says), while
+    total variation is 1 and data_quality's unseen_rate alerts."""
+    rng = np.random.default_rng(4711)
+    ref_counts = CategoricalCounts.of(np.array([f"u{i}" for i in rng.integers(0, 20000, 60000)]))
+    cur_counts = CategoricalCounts.of(np.array([f"v{i}" for i in rng.integers(0, 20000, 20000)]))
+    ref = CategoricalReference.from_counts(ref_counts)
+    rprof = Profile(n_rows=60000, categorical={"c": ref}, roles={"c": "feature"})
+    cprof = Profile(n_rows=20000, categorical={"c": cur_counts}, roles={"c": "feature"})
+
+    def score(det):
+        return {f.statistic: f for f in det.score(det.summarise(rprof), cprof, context=CTX)}
+
+    (chi2,) = score(Chi2()).values()
+    assert (chi2.status, chi2.p_value) == ("ok", 1.0)
+    unseen = score(DataQuality())["unseen_rate"]
+    assert unseen.value == 1.0 and unseen.status == "alert"
