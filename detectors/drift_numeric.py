@@ -863,7 +863,8 @@ def mean_abs_deviation(counts: NumericCounts | NumericReference, reference: Nume
         mean, m2, below, above = counts.mean, counts.std * counts.std * (counts.n - 1), 0.0, 0.0
     else:
         mean, m2, below, above = counts.mean, counts.m2, counts.below_sum, counts.above_sum
-    total = float(np.dot(cnt[1:-1], dist)) if dist.size else 0.0
+    with np.errstate(over="ignore"):  # values near the largest float: inf, and no verdict (see NOT_FINITE)
+        total = float(np.dot(cnt[1:-1], dist)) if dist.size else 0.0
     total += float(cnt[0]) * c - below + above - float(cnt[-1]) * c
     mad = total / n
     second = m2 / n + (mean - c) * (mean - c)  # (not ** 2: a float power raises where a product gives inf)

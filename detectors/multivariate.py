@@ -91,15 +91,18 @@ def reconstruction_errors(model: PCAModel, x: np.ndarray) -> np.ndarray:
     >>> bool(np.all(reconstruction_errors(m, np.array([[3.0, 7.0, np.sin(3.0)]])) >= 0))
     True
     """
-    z = (x - model.center) / model.scale
-    complete = np.all(np.isfinite(z), axis=1)
-    if not complete.all():
-        z = np.where(complete[:, None], z, 0.0)
-    resid = z - (z @ model.components) @ model.components.T
-    err = np.einsum("ij,ij->i", resid, resid)
-    mantissa, exponent = np.frexp(err)  # 24 significant bits, whatever the magnitude (no overflow)
-    err = np.ldexp(np.rint(np.ldexp(mantissa, 24)), exponent - 24)
-    return np.where(complete, err, np.nan)
+    complete = np.all(np.isfinite(x), axis=1)
+    with np.errstate(over="ignore", invalid="ignore"):  # features near 1e300: see the end
+        z = (x - model.center) / model.scale
+        if not complete.all():
+            z = np.where(complete[:, None], z, 0.0)
+        resid = z - (z @ model.components) @ model.components.T
+        err = np.einsum("ij,ij->i", resid, resid)
+        mantissa, exponent = np.frexp(err)  # 24 significant bits, whatever the magnitude (no overflow)
+        err = np.ldexp(np.rint(np.ldexp(mantissa, 24)), exponent - 24)
+    # a complete row whose error passes float64 (features near 1e300) has the largest error there is:
+    # it is not a missing row
+    return np.where(complete, np.where(np.isfinite(err), err, np.finfo(np.float64).max), np.nan)
 
 
 def fit_pca(columns: dict[str, np.ndarray], *, features: tuple[str, ...], variance: float) -> PCAModel | None:
@@ -237,7 +240,8 @@ class Multivariate(Detector):
                 notes.append(f"excluded {counts.n_missing} of {counts.n_total} rows with a missing or infinite feature")
             if n_ref >= self.min_rows and n_cur >= self.min_rows:
                 ref_mean = max(model.errors.mean, ERROR_FLOOR)
-                value = float(max(counts.mean, ERROR_FLOOR) / ref_mean)
+                with np.errstate(over="ignore"):
+                    value = float(min(max(counts.mean, ERROR_FLOOR) / ref_mean, np.finfo(np.float64).max))
                 d = ks_binned(model.errors.counts, counts.counts)
                 p_value = ks_p_value(d, n_reference=n_ref, n_current=n_cur,
                                      pooled=model.errors.counts + counts.counts)  # tie-aware on discrete features

@@ -475,11 +475,11 @@ class NumericCounts:
         n_fin = finite.size
         n_nan, n_posinf, n_neginf = cut.n_nan - n_null, cut.n_posinf, cut.n_neginf
         below_sum = above_sum = 0.0
-        if ref.edges.size:
-            if counts[0]:
+        with np.errstate(over="ignore"):  # tails past 1e308 in total: inf, their true magnitude
+            if ref.edges.size and counts[0]:
                 below_sum = float(finite[:counts[0]].sum(dtype=np.float64) if raw is None
                                   else raw[x < edges[0]].sum())
-            if counts[-1]:
+            if ref.edges.size and counts[-1]:
                 above_sum = float(finite[n_fin - counts[-1]:].sum(dtype=np.float64) if raw is None
                                   else raw[(x >= edges[-1]) & np.isfinite(x)].sum())
         mean = m2 = 0.0

@@ -143,3 +143,21 @@ def test_an_atom_at_the_largest_float_scores() -> None:
     for name in ("mean_shift", "wasserstein", "ks", "psi"):
         f = _one(name, ref_values, cur_values)
         assert f.status in ("ok", "insufficient_data"), (name, f.status, f.value)
+
+
+def test_rows_of_huge_finite_features_have_the_largest_error_not_a_missing_one() -> None:
+    """A window with features near 1e300 (all finite): their squared reconstruction errors overflowed to
+    inf and the rows were excluded as missing, so multivariate said insufficient_data."""
+    import warnings
+
+    from detectors.multivariate import fit_pca, reconstruction_errors
+    rng = np.random.default_rng(5)
+    cols = {"a": rng.normal(size=2000), "b": rng.normal(size=2000), "c": rng.normal(size=2000)}
+    model = fit_pca(cols, features=("a", "b", "c"), variance=0.5)
+    x = np.array([[1e300, -1e300, 1.0], [0.1, 0.2, 0.3], [np.nan, 0.0, 0.0], [1e308, 1e308, -1e308]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # and quietly
+        err = reconstruction_errors(model, x)
+    assert err[0] == err[3] == np.finfo(np.float64).max
+    assert np.isfinite(err[1]) and err[1] < 10
+    assert np.isnan(err[2])
