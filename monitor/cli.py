@@ -1,7 +1,9 @@
 """The ``atalaia`` command: run | check | validate | demo.
 
 Exit codes: 0 all ok; 1 a warn or alert was found (``check``); 2 bad input
-or configuration — and any unexpected error, so that 1 always means findings.
+or configuration — a model whose reference or window has no rows (``check``:
+nothing was compared, so it is not "all ok"), and any unexpected error, so that
+1 always means findings.
 """
 
 from __future__ import annotations
@@ -139,11 +141,17 @@ def _check(args: argparse.Namespace, out: TextIO, registry: Registry | None) -> 
             print(f"atalaia: model {m.name}: {type(exc).__name__}: {exc}", file=sys.stderr)
             bad_input = True
             continue
-        for err in ev.errors:
-            print(f"atalaia: model {m.name}: skipped {err}", file=sys.stderr)
+        # skipped files were logged by the evaluation (at ERROR, naming the model and the file): not repeated here
         for failure in ev.detector_failures:  # its findings are missing: the check is incomplete
             print(f"atalaia: model {m.name}: {failure}", file=sys.stderr)
-        bad_input |= bool(ev.errors or ev.detector_failures)
+        # nothing compared is not "all ok": an empty reference or window is bad input (exit 2), said once each
+        # (an empty reference by the evaluation's WARNING, which names the model and the reference)
+        empty = ev.reference_rows == 0 or ev.rows == 0
+        if ev.rows == 0:
+            print(f"atalaia: model {m.name}: the window {_iso(ev.window_start)}..{_iso(ev.window_end)} of "
+                  f"{cfg.resolve(m.predictions.path)} has no rows: every finding is insufficient_data",
+                  file=sys.stderr)
+        bad_input |= bool(ev.errors or ev.detector_failures or empty)
         findings += ev.findings
     if args.format == "json":
         for f in findings:
@@ -153,6 +161,10 @@ def _check(args: argparse.Namespace, out: TextIO, registry: Registry | None) -> 
     if bad_input:
         return EXIT_BAD_INPUT
     return EXIT_FINDINGS if any(f.status in ("warn", "alert") for f in findings) else EXIT_OK
+
+
+def _iso(t: datetime) -> str:
+    return t.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _table(findings: Sequence, out: TextIO) -> None:

@@ -17,9 +17,13 @@ Metric families (prefix ``atalaia_``, base units, no timestamps):
 ``atalaia_runs_total``                      counter    runs by ``outcome``
 ``atalaia_rows_processed_total``            counter    window rows read
 ``atalaia_source_errors_total``             counter    skipped files and failed reads by ``reason``
+``atalaia_state_errors_total``              counter    failed writes to the state dir by ``store``
 ``atalaia_alerts_sent_total``               counter    alert deliveries by ``route`` and ``outcome``
 ``atalaia_label_cap_exceeded_total``        counter    findings dropped by the ``group`` label cap
 ==========================================  =========  ===============================================
+
+Counters and histograms carry no ``_created`` companion series (``disable_created_metrics``): they are
+not documented, no rule or dashboard reads them, and they doubled the exposition's families.
 """
 
 from __future__ import annotations
@@ -27,13 +31,14 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.core import GaugeMetricFamily, Metric, StateSetMetricFamily
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
@@ -42,11 +47,15 @@ from detectors.base import STATUSES, Finding
 from detectors.errors import SOURCE_ERROR_REASONS, AtalaiaError
 
 __all__ = ["Telemetry", "FindingsCollector", "MetricsServer", "LatestFindings", "ListenError", "MissedRuns",
-           "MISSED_RUNS_CAP"]
+           "MISSED_RUNS_CAP", "STATE_STORES"]
 
 log = logging.getLogger("atalaia.exporter")
 
 _LABELS = ("model", "detector", "kind", "target", "statistic", "group")
+
+#: the ``store`` label of ``atalaia_state_errors_total``: the SQLite state store and the partition profiles kept
+#: in the state dir (each write that failed: a full or read-only disk, a damaged database)
+STATE_STORES = ("state_db", "partitions")
 
 #: the most scheduled runs ``atalaia_missed_runs`` counts: past it the gauge reads the cap until a success
 MISSED_RUNS_CAP = 1000
@@ -102,6 +111,7 @@ class Telemetry:
     """The daemon's health metrics, registered in an injected registry."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        disable_created_metrics()  # process-wide in prometheus_client: no undocumented ``*_created`` families
         self.last_run = Gauge("atalaia_last_run_timestamp_seconds", "Unix time the last evaluation of a model ended.",
                               ["model"], registry=registry)
         self.last_success = Gauge("atalaia_last_success_timestamp_seconds",
@@ -116,6 +126,10 @@ class Telemetry:
         self.source_errors = Counter("atalaia_source_errors_total",
                                      "Files skipped or reads failed, by reason.", ["model", "reason"],
                                      registry=registry)
+        self.state_errors = Counter("atalaia_state_errors_total",
+                                    "Writes to the state dir that failed (full or read-only disk, damaged database), "
+                                    "by store: state_db (run history, findings) or partitions (kept partition "
+                                    "profiles).", ["model", "store"], registry=registry)
         self.alerts_sent = Counter("atalaia_alerts_sent_total", "Alert notifications by route and outcome.",
                                    ["route", "outcome"], registry=registry)
         self.interval = Gauge("atalaia_schedule_interval_seconds",
@@ -134,6 +148,8 @@ class Telemetry:
                 self.runs.labels(m, o)
             for reason in SOURCE_ERROR_REASONS:
                 self.source_errors.labels(m, reason)
+            for store in STATE_STORES:
+                self.state_errors.labels(m, store)
             self.label_cap.labels(m)
             self.rows.labels(m)
             self.duration.labels(m)
@@ -178,6 +194,8 @@ class FindingsCollector(Collector):
 class _Count:
     due_after: Callable[[datetime], datetime | None]
     cursor: datetime                  # the last run time counted, or the time counting starts after
+    anchor: datetime                  # the wall-clock time of ``anchor_mono`` (when counting (re)started)
+    anchor_mono: float
     count: int = 0
     due: datetime | None = None       # the first run time after ``cursor``, once looked up
     looked_up: bool = False
@@ -191,6 +209,10 @@ class MissedRuns(Collector):
     of run times in ``(since, now]``, ``now`` from ``clock`` at each scrape. A run counts as soon as it
     is due: while it is still going, when it fails, times out or is skipped, and when the daemon was
     down at its time; :meth:`succeeded` starts the count again at 0.
+
+    ``now`` never lags the ``monotonic`` time elapsed since counting (re)started: after the wall clock
+    is stepped back (below the last success, say) the runs due meanwhile still count — the scheduler
+    waits for the old wall-clock due time then, and without this the gauge read 0 throughout.
 
     The count is cheap at every scrape: it goes on from where the previous scrape left it, stepping
     over the run times that came due in between, and it stops at ``cap`` (the gauge then reads ``cap``
@@ -208,31 +230,37 @@ class MissedRuns(Collector):
     0
     """
 
-    def __init__(self, *, clock: Callable[[], datetime], cap: int = MISSED_RUNS_CAP) -> None:
+    def __init__(self, *, clock: Callable[[], datetime], cap: int = MISSED_RUNS_CAP,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         if cap < 1:
             raise ValueError(f"cap must be a positive whole number, got {cap!r}")
         self.clock = clock
+        self.monotonic = monotonic
         self.cap = cap
         self._lock = threading.Lock()
         self._counts: dict[str, _Count] = {}
 
     def watch(self, model: str, *, due_after: Callable[[datetime], datetime | None], since: datetime) -> None:
         """Count ``model``'s run times (from ``due_after``) after ``since``, replacing any earlier count."""
+        anchor, mono = self.clock(), self.monotonic()
         with self._lock:
-            self._counts[model] = _Count(due_after=due_after, cursor=since)
+            self._counts[model] = _Count(due_after=due_after, cursor=since, anchor=anchor, anchor_mono=mono)
 
     def succeeded(self, model: str, *, at: datetime) -> None:
-        """A run of ``model`` succeeded at ``at``: count the runs due after it."""
+        """A run of ``model`` succeeded at ``at`` (the clock's time now): count the runs due after it."""
+        mono = self.monotonic()
         with self._lock:
             c = self._counts.get(model)
             if c is not None:
-                self._counts[model] = _Count(due_after=c.due_after, cursor=at)
+                self._counts[model] = _Count(due_after=c.due_after, cursor=at, anchor=at, anchor_mono=mono)
 
     def count(self, model: str) -> int:
-        """Run times of ``model`` in ``(since, now]``, at most ``cap``."""
-        now = self.clock()
+        """Run times of ``model`` in ``(since, now]``, at most ``cap``; ``now`` is the clock's time, or
+        when the clock went back, the time the monotonic clock says has passed since counting started."""
+        wall, mono = self.clock(), self.monotonic()
         with self._lock:
             c = self._counts[model]
+            now = max(wall, c.anchor + timedelta(seconds=max(0.0, mono - c.anchor_mono)))
             while c.count < self.cap:
                 if not c.looked_up:
                     c.due, c.looked_up = c.due_after(c.cursor), True

@@ -1,4 +1,8 @@
-"""Logging set-up: plain text or one JSON object per line, to stderr."""
+"""Logging set-up: plain text or one JSON object per line, to stderr.
+
+APScheduler's own warnings for a firing it drops (the previous run still going; a firing missed by more
+than the misfire grace time) are left out: the daemon logs each dropped firing itself, at WARNING,
+naming the model and the outcome it is counted under (``skipped``), so each is logged once."""
 
 from __future__ import annotations
 
@@ -7,7 +11,13 @@ import logging
 import sys
 from datetime import UTC, datetime
 
-__all__ = ["setup_logging", "TextFormatter", "JsonFormatter", "utc_stamp"]
+__all__ = ["setup_logging", "TextFormatter", "JsonFormatter", "utc_stamp", "drop_apscheduler_duplicates"]
+
+#: APScheduler's messages for the firings it drops, which the daemon logs itself (see :mod:`.scheduler`)
+_APSCHEDULER_DROPS = (
+    'Execution of job "%s" skipped: maximum number of running instances reached (%d)',
+    'Run time of job "%s" was missed by %s',
+)
 
 
 def utc_stamp(created: float) -> str:
@@ -40,9 +50,16 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc)
 
 
+def drop_apscheduler_duplicates(record: logging.LogRecord) -> bool:
+    """A handler filter: ``False`` for APScheduler's messages of a dropped firing (the daemon logs its own)."""
+    return not (record.name.startswith("apscheduler") and record.msg in _APSCHEDULER_DROPS)
+
+
 def setup_logging(*, fmt: str = "text", level: str = "info") -> None:
-    """Log to stderr in ``fmt`` (text or json) from ``level`` up; APScheduler's own from warning up."""
+    """Log to stderr in ``fmt`` (text or json) from ``level`` up; APScheduler's own from warning up, less
+    the two messages of a dropped firing (see :func:`drop_apscheduler_duplicates`)."""
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(drop_apscheduler_duplicates)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:

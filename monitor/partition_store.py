@@ -9,7 +9,9 @@ every file in it — so a stored profile is used only for exactly the data and
 reference it was counted from, like one kept in memory.
 
 Everything here is a cache: a file that cannot be read or written is logged
-and left out, and the run reads that partition instead.  Writes are atomic
+and left out, and the run reads that partition instead.  A sync that fails
+logs one line naming how many of how many profiles it could not store, and
+when the disk failed (full, read-only) calls ``on_error`` once.  Writes are atomic
 (a temporary file renamed into place), so a crash never leaves a torn file.
 """
 
@@ -21,7 +23,7 @@ import logging
 import os
 import pickle
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +48,13 @@ class PartitionStore:
     {}
     """
 
-    def __init__(self, directory: Path, *, version: int | str) -> None:
+    def __init__(self, directory: Path, *, version: int | str, on_error: Callable[[], None] | None = None) -> None:
         self.directory = directory
         #: the profile layout (and code) version; files of another are ignored and removed
         self.version = version
+        #: called once per :meth:`sync` the disk failed (a profile not written or removed: full, read-only);
+        #: not for a profile that does not pickle (a plugin's state), which is only logged
+        self.on_error = on_error
         #: names of the files this store knows to hold which key (written or loaded by it)
         self._names: dict[str, Any] = {}
 
@@ -96,26 +101,42 @@ class PartitionStore:
         self._names.clear()
 
     def sync(self, kept: Mapping[Any, Profile]) -> None:
-        """Make the directory hold exactly ``kept``: write the new ones, remove the dropped ones."""
+        """Make the directory hold exactly ``kept``: write the new ones, remove the dropped ones.
+
+        Failures are logged in one line per call, not one per file (a full disk fails them all)."""
         wanted = {self.name(k): k for k in kept}
+        failed_removals = 0
         for name in [n for n in self._names if n not in wanted]:
-            self._remove(self.directory / name)
+            if not self._remove(self.directory / name, quiet=True):
+                failed_removals += 1
             del self._names[name]
         new = {n: k for n, k in wanted.items() if n not in self._names}
-        if not new:
-            return
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            log.warning("cannot store partition profiles in %s: %s", self.directory, exc)
-            return
-        for name, key in new.items():
+        failed: list[str] = []
+        first: BaseException | None = None
+        disk = False  # a failure of the disk (full, read-only), not of a profile that does not pickle
+        if new:
             try:
-                self._write(self.directory / name, {"version": self.version, "key": key, "profile": kept[key]})
-            except Exception as exc:  # a full disk, or a plugin's partial state that does not pickle
-                log.warning("cannot store partition profile %s: %s", self.directory / name, exc)
-                continue
-            self._names[name] = key
+                self.directory.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                failed, first, disk = list(new), exc, True
+            else:
+                for name, key in new.items():
+                    try:
+                        self._write(self.directory / name, {"version": self.version, "key": key,
+                                                            "profile": kept[key]})
+                    except Exception as exc:  # a full disk, or a plugin's partial state that does not pickle
+                        failed.append(name)
+                        first = first or exc
+                        disk |= isinstance(exc, OSError)
+                        continue
+                    self._names[name] = key
+        if failed:
+            log.warning("cannot store partition profiles in %s: %d of %d failed (a run after a restart reads those "
+                        "partitions again): %s", self.directory, len(failed), len(new), first)
+        if failed_removals:
+            log.warning("cannot remove %d stored partition profiles in %s", failed_removals, self.directory)
+        if (disk or failed_removals) and self.on_error is not None:
+            self.on_error()
 
     @staticmethod
     def _write(path: Path, doc: dict[str, Any]) -> None:
@@ -129,8 +150,12 @@ class PartitionStore:
             raise
 
     @staticmethod
-    def _remove(path: Path) -> None:
+    def _remove(path: Path, *, quiet: bool = False) -> bool:
+        """Remove ``path``; ``False`` when it cannot be (logged unless ``quiet``)."""
         try:
             path.unlink(missing_ok=True)
         except OSError as exc:
-            log.warning("cannot remove stored partition profile %s: %s", path, exc)
+            if not quiet:
+                log.warning("cannot remove stored partition profile %s: %s", path, exc)
+            return False
+        return True

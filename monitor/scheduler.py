@@ -10,14 +10,33 @@
   rather than piling up threads.
 * Runs APScheduler itself drops — the previous run still going at the next
   firing (``max_instances``) or a firing missed by more than the misfire
-  grace time — are counted as ``outcome="skipped"`` too.
+  grace time — are counted as ``outcome="skipped"`` too, and logged once, at
+  WARNING, by the daemon (APScheduler's own two messages are filtered out in
+  :mod:`.logs`).
+* A run that outlasts its timeout while its reference profile is still being
+  built is reported as such (outcome ``timeout``), not as a hung source: the
+  build has no deadline and is cached for the next run.  A hung source read is
+  counted in ``atalaia_source_errors_total{reason="timeout"}``.
+* A watchdog on the monotonic clock fires a model's job at once when no run
+  has started (nor been dropped) for longer than the gap to its next firing
+  plus a grace (:func:`stall_grace`), logging one WARNING: APScheduler waits
+  for wall-clock due times, so a wall clock stepped back would otherwise stop
+  every run for the size of the step.
+* Every run is recorded in the state store as it starts (``running``) and
+  completed when it ends: a run left ``running`` by a process that died (out of
+  memory, SIGKILL) is completed as ``error`` ("daemon died during the run") by
+  the next daemon on the state dir, and counts as missed.
+* Writes to the state dir that fail (the state store, the kept partition
+  profiles) are counted in ``atalaia_state_errors_total{model,store}``.
 * ``atalaia_missed_runs`` counts each model's scheduled runs since its last success (see
   :class:`~.exporter.MissedRuns`): the start-up run and the trigger's firings after it, each one
   from the moment it is due.  The count survives a restart: it goes on from the last success kept in
   the state store (for a model with no success on record, from its oldest recorded run, else from
-  the start-up run), and runs that came due while no daemon was running count as missed — for a
-  cron schedule its firings then, for an interval schedule one every interval after the last success
-  (the previous process's exact times are not kept).
+  the start-up run).  Before the restart it counts the runs recorded since (one whose process died
+  during it included: each process of a crash loop adds its start-up run) and, where none was
+  recorded (the daemon was down, or APScheduler dropped the firing), the schedule's firings — for a
+  cron schedule its firings, for an interval schedule one every interval after the run before.
+  Wall-clock steps back do not stop the count (see :class:`~.exporter.MissedRuns`).
 * SIGTERM/SIGINT set an event; the main thread then shuts the scheduler
   down, letting the running evaluation finish (at most the model's
   ``timeout``), and returns 0.  Evaluations abandoned on a hung source may
@@ -29,7 +48,9 @@
 
 from __future__ import annotations
 
+import bisect
 import contextlib
+import functools
 import logging
 import shutil
 import signal
@@ -54,12 +75,12 @@ from detectors.registry import Registry
 
 from .config import Config, ModelConfig, config_warnings, parse_listen
 from .cpus import usable_cpus
-from .evaluate import REFERENCE_FILE, Evaluation, Evaluator, cache_version
+from .evaluate import REFERENCE_FILE, Evaluation, Evaluator, ReferenceBuildTimeout, RunProgress, cache_version
 from .exporter import MISSED_RUNS_CAP, FindingsCollector, LatestFindings, MetricsServer, MissedRuns, Telemetry
 from .partition_store import PartitionStore
-from .state import DirLock, RunRecord, StateStore, StateStoreError, is_corruption
+from .state import RUNNING, DirLock, RunRecord, StateStore, StateStoreError, is_corruption
 
-__all__ = ["Daemon", "OUTCOMES"]
+__all__ = ["Daemon", "OUTCOMES", "stall_grace"]
 
 log = logging.getLogger("atalaia.daemon")
 
@@ -70,23 +91,52 @@ MAX_ABANDONED = 2
 _TICK = timedelta(milliseconds=1)
 
 
+#: the watchdog's grace past a model's next firing, before it takes the schedule as stalled: the gap to that
+#: firing, at least STALL_GRACE_MIN (APScheduler fires late under load) and at most STALL_GRACE_MAX
+STALL_GRACE_MIN = timedelta(seconds=5)
+STALL_GRACE_MAX = timedelta(seconds=60)
+#: how often the watchdog looks
+WATCHDOG_PERIOD = 1.0
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def stall_grace(gap: timedelta) -> timedelta:
+    """How long past a firing due ``gap`` from now the watchdog waits before it fires the job itself.
+
+    >>> stall_grace(timedelta(seconds=2)), stall_grace(timedelta(minutes=5))
+    (datetime.timedelta(seconds=5), datetime.timedelta(seconds=60))
+    """
+    return min(max(gap, STALL_GRACE_MIN), STALL_GRACE_MAX)
+
+
 @dataclass(frozen=True)
 class _RunTimes:
-    """When a model's runs are due: the start-up run at ``start``, then ``trigger``'s fire times; before
-    ``start`` (the daemon was down, or not yet started) ``before``'s fire times."""
+    """When a model's runs are due: the start-up run at ``start``, then ``trigger``'s fire times.
+
+    Before ``start`` (earlier processes, or none running): the runs ``recorded`` in the state store
+    (oldest first), and in the gaps between them the schedule's firings (``firing_after(t)``: the
+    schedule's next firing after the run time ``t``).  A recorded run before the firing after that
+    one stands for it (a run starts a little after its firing), or is an extra run of its own (the
+    start-up run of each process of a crash loop)."""
 
     trigger: BaseTrigger
     start: datetime
-    before: BaseTrigger
+    firing_after: Callable[[datetime], datetime | None]
+    recorded: tuple[datetime, ...] = ()
 
     def after(self, t: datetime) -> datetime | None:
         """The first run time after ``t``; ``None`` when no more are due."""
         if t < self.start:
-            due = self.before.get_next_fire_time(None, t + _TICK)
+            due = self.firing_after(t)
+            i = bisect.bisect_right(self.recorded, t)
+            if i < len(self.recorded):
+                run = self.recorded[i]
+                following = self.firing_after(due) if due is not None else None
+                if following is None or run < following:
+                    due = run
             return due if due is not None and due < self.start else self.start
         return self.trigger.get_next_fire_time(None, t + _TICK)
 
@@ -94,10 +144,20 @@ class _RunTimes:
 @dataclass(frozen=True)
 class _CountFrom:
     """Where a model's missed-run count starts after a restart: after its last success, or at (and
-    including) its oldest recorded run."""
+    including) its oldest recorded run; ``recorded``: the start times of the runs recorded since
+    (failed, timed out, skipped, or left running by a process that died), oldest first."""
 
     at: datetime
     inclusive: bool
+    recorded: tuple[datetime, ...] = ()
+
+
+def _plus(step: timedelta, t: datetime) -> datetime:
+    return t + step
+
+
+def _next_firing(trigger: BaseTrigger, t: datetime) -> datetime | None:
+    return trigger.get_next_fire_time(None, t + _TICK)
 
 
 @dataclass
@@ -113,9 +173,12 @@ class Daemon:
 
     def __init__(self, *, config: Config, registry: CollectorRegistry | None = None,
                  detectors: Registry | None = None, state: StateStore | None = None,
-                 clock: Callable[[], datetime] = utc_now, listen: str | None = None) -> None:
+                 clock: Callable[[], datetime] = utc_now, listen: str | None = None,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self.clock = clock
+        #: the watchdog's clock and the missed-run count's guard against a wall clock stepped back
+        self.monotonic = monotonic
         self.metrics_registry = registry or CollectorRegistry()
         self.telemetry = Telemetry(self.metrics_registry)
         self.telemetry.prime((m.name for m in config.models), OUTCOMES)
@@ -126,7 +189,7 @@ class Daemon:
         self.latest = LatestFindings(max_groups=config.server.max_groups,
                                      on_cap=lambda model, n: self.telemetry.label_cap.labels(model).inc(n))
         self.metrics_registry.register(FindingsCollector(self.latest))
-        self.missed = MissedRuns(clock=clock)
+        self.missed = MissedRuns(clock=clock, monotonic=monotonic)
         self.metrics_registry.register(self.missed)
         self._count_from: dict[str, _CountFrom] = {}
         lock: DirLock | None = None
@@ -147,17 +210,26 @@ class Daemon:
         self.evaluators = {m.name: Evaluator(config=config, model=m, registry=detectors, pool=self.pool,
                                              partition_store=PartitionStore(
                                                  config.state_path / "partitions" / f"model={m.name}",
-                                                 version=cache_version()))
+                                                 version=cache_version(), on_error=self._state_error(m.name)))
                            for m in config.models}
         self._drop_caches_of_removed_models()
         self._restore()
         self._watch_run_times(start=clock())  # once more from the scheduler's real start in schedule()
         self.stop_event = threading.Event()
+        #: per model, the monotonic time by which its next run should have started (or been dropped)
+        self._due_by: dict[str, float] = {}
+        self._last_fired: dict[str, float] = {}
+        self._stalled: set[str] = set()
+        self._watchdog: threading.Thread | None = None
         self._attempted: set[str] = set()
         self._abandoned: dict[str, list[_Worker]] = {}
         self.scheduler = BackgroundScheduler(timezone=UTC)
         self.listen = listen or config.server.listen
         self.server: MetricsServer | None = None
+
+    def _state_error(self, model: str) -> Callable[[], None]:
+        """What the partition store of ``model`` calls when a sync fails."""
+        return lambda: self.telemetry.state_errors.labels(model, "partitions").inc()
 
     def _drop_caches_of_removed_models(self) -> None:
         """Cached reference and partition profiles of models no longer configured (renamed or removed)
@@ -193,15 +265,33 @@ class Daemon:
                       self.state.path, type(exc).__name__, exc)
 
     def _restore_from_state(self) -> None:
+        # runs a process left `running` died with it (one daemon per state dir): they failed, and count as missed
+        # below (from the last success, or from the oldest recorded run); left as they are when the store
+        # cannot be written, they count all the same
+        try:
+            died = self.state.fail_unfinished()
+        except sqlite3.OperationalError as exc:
+            died = [r for name in self.evaluators for r in self.state.runs(name, limit=MISSED_RUNS_CAP)
+                    if r.outcome == RUNNING]
+            log.error("cannot record the runs an earlier process died during in the state store: %s", exc)
+            for name in {r.model for r in died if r.model in self.evaluators}:
+                self.telemetry.state_errors.labels(name, "state_db").inc()
+        for r in died:
+            if r.model in self.evaluators:
+                log.warning("model %s: the run started at %s did not finish: the daemon died during it (killed, out "
+                            "of memory?); recorded as outcome error", r.model, r.started_at.isoformat())
         for name in self.evaluators:
             run = self.state.last_success(name)
+            recorded = self.state.runs(name, limit=MISSED_RUNS_CAP)  # newest first
             if run is not None:
                 done = run.started_at + timedelta(seconds=run.duration_seconds)
                 self.telemetry.last_success.labels(name).set(done.timestamp())
-                self._count_from[name] = _CountFrom(at=done, inclusive=False)
-            elif recorded := self.state.runs(name, limit=MISSED_RUNS_CAP):
+                since = sorted(r.started_at for r in recorded if r.started_at > done)
+                self._count_from[name] = _CountFrom(at=done, inclusive=False, recorded=tuple(since))
+            elif recorded:
                 # no success on record: from the oldest of its latest runs (older ones would only add past the cap)
-                self._count_from[name] = _CountFrom(at=recorded[-1].started_at, inclusive=True)
+                self._count_from[name] = _CountFrom(at=recorded[-1].started_at, inclusive=True,
+                                                    recorded=tuple(sorted(r.started_at for r in recorded)))
         for model, (findings, config) in self.state.latest().items():
             if model not in self.evaluators or not findings:
                 continue
@@ -220,16 +310,18 @@ class Daemon:
         for m in self.config.models:
             origin = self._count_from.get(m.name, _CountFrom(at=start, inclusive=True))
             since = origin.at - _TICK if origin.inclusive else origin.at
+            firing_after: Callable[[datetime], datetime | None]
             if m.schedule.every is not None:
-                # APScheduler runs an interval schedule at start, then every interval from there
-                every = m.schedule.every.total_seconds()
-                first = origin.at if origin.inclusive else origin.at + m.schedule.every
-                trigger: BaseTrigger = IntervalTrigger(seconds=every, start_date=start, timezone=UTC)
-                before: BaseTrigger = IntervalTrigger(seconds=every, start_date=first, timezone=UTC)
+                # APScheduler runs an interval schedule at start, then every interval from there; before, a
+                # process's runs came every interval after the one before (the success, a recorded run)
+                every = m.schedule.every
+                trigger: BaseTrigger = IntervalTrigger(seconds=every.total_seconds(), start_date=start, timezone=UTC)
+                firing_after = functools.partial(_plus, every)
             else:
-                trigger = before = m.schedule.trigger()
-            self.missed.watch(m.name, due_after=_RunTimes(trigger=trigger, start=start, before=before).after,
-                              since=since)
+                trigger = m.schedule.trigger()
+                firing_after = functools.partial(_next_firing, trigger)
+            self.missed.watch(m.name, due_after=_RunTimes(trigger=trigger, start=start, firing_after=firing_after,
+                                                          recorded=origin.recorded).after, since=since)
 
     # -- readiness ------------------------------------------------------------
     def readiness(self) -> tuple[bool, str]:
@@ -242,29 +334,43 @@ class Daemon:
     def run_model(self, name: str, *, at: datetime | None = None) -> str:
         """Evaluate one model now (the scheduler's job); returns the outcome."""
         model = self.config.model(name)
+        self._fired(name)
         at = at or self.clock()
         started = time.monotonic()
         outcome, error, evaluation = "error", None, None
         stuck = [w for w in self._abandoned.get(name, []) if not w.done.is_set()]
         self._abandoned[name] = stuck
+        run_id: int | None = None
         if len(stuck) >= MAX_ABANDONED:
             outcome, error = "skipped", f"{len(stuck)} earlier evaluations are still stuck past their timeout"
             log.error("model %s: run skipped: %s", name, error)
         else:
+            run_id = self._start_run(model, at)
             evaluation, outcome, error = self._evaluate_with_timeout(model, at)
         duration = time.monotonic() - started
-        self._account(model, at, outcome, error, evaluation, duration)
+        self._account(model, at, outcome, error, evaluation, duration, run_id=run_id)
         self._attempted.add(name)
         return outcome
+
+    def _start_run(self, model: ModelConfig, at: datetime) -> int | None:
+        """Record the run as started (so a process dying during it leaves a trace); ``None`` when the store
+        cannot be written (the run is then recorded when it ends, if it can be)."""
+        try:
+            return self.state.start_run(model=model.name, started_at=at, window_start=at - model.window, window_end=at)
+        except Exception as exc:  # the state store must never take the daemon down
+            log.error("model %s: could not record the run's start in the state store: %s", model.name, exc)
+            self.telemetry.state_errors.labels(model.name, "state_db").inc()
+            return None
 
     def _evaluate_with_timeout(self, model: ModelConfig, at: datetime) -> tuple[Evaluation | None, str, str | None]:
         evaluator = self.evaluators[model.name]
         timeout = model.timeout.total_seconds()
         deadline = time.monotonic() + timeout
+        progress = RunProgress()
 
         def work() -> None:
             try:
-                worker.result = evaluator.evaluate(at=at, deadline=deadline)
+                worker.result = evaluator.evaluate(at=at, deadline=deadline, progress=progress)
             except BaseException as exc:  # reported by the scheduler thread
                 worker.error = exc
             finally:
@@ -274,12 +380,21 @@ class Daemon:
         worker.thread.start()
         if not worker.done.wait(timeout + 1.0):
             self._abandoned.setdefault(model.name, []).append(worker)
+            if not progress.reference_ready.is_set() and evaluator.building_reference:
+                # a slow build, not a hung source: it has no deadline, goes on, and is kept for the next run
+                msg = (f"evaluation did not finish within {model.timeout}: its reference profile is still being "
+                       f"built (the build has no deadline and is kept for the next run when done)")
+                log.error("model %s: %s", model.name, msg)
+                return None, "timeout", msg
             msg = f"evaluation did not finish within {model.timeout} (source hung?)"
             log.error("model %s: %s", model.name, msg)
             self.telemetry.source_errors.labels(model.name, "timeout").inc()
             return None, "timeout", msg
         if worker.error is not None:
             exc = worker.error
+            if isinstance(exc, ReferenceBuildTimeout):  # not a source error: the source answered throughout
+                log.error("model %s: %s", model.name, exc)
+                return None, "timeout", str(exc)
             if isinstance(exc, SourceTimeout):
                 self.telemetry.source_errors.labels(model.name, "timeout").inc()
                 log.error("model %s: %s", model.name, exc)
@@ -297,7 +412,7 @@ class Daemon:
         return ev, ev.outcome, "; ".join(map(str, ev.errors)) or None
 
     def _account(self, model: ModelConfig, at: datetime, outcome: str, error: str | None,
-                 ev: Evaluation | None, duration: float) -> None:
+                 ev: Evaluation | None, duration: float, *, run_id: int | None = None) -> None:
         t = self.telemetry
         done = self.clock()
         now = done.timestamp()
@@ -322,9 +437,10 @@ class Daemon:
                 model=model.name, started_at=at, window_start=ev.window_start if ev else at - model.window,
                 window_end=ev.window_end if ev else at, outcome=outcome, duration_seconds=duration,
                 rows=ev.rows if ev else 0, error=error), ev.findings if ev else None,
-                config=self.evaluators[model.name].config_key())
+                config=self.evaluators[model.name].config_key(), run_id=run_id)
         except Exception as exc:  # the state store must never take the daemon down
             log.error("model %s: could not record the run in the state store: %s", model.name, exc)
+            self.telemetry.state_errors.labels(model.name, "state_db").inc()
             if is_corruption(exc):
                 with contextlib.suppress(StateStoreError):
                     self.state.recover(exc)
@@ -334,13 +450,64 @@ class Daemon:
         name = event.job_id
         if name not in self.evaluators:
             return
+        self._fired(name)
         self.telemetry.runs.labels(name, "skipped").inc()
-        # APScheduler logs its own warning for each; this line names the model and the outcome
+        # the only line for it: APScheduler's own warnings for these are filtered out (see monitor.logs)
         if event.code == EVENT_JOB_MAX_INSTANCES:
-            log.info("model %s: run skipped: the previous run is still going (outcome=skipped)", name)
+            log.warning("model %s: run skipped: the previous run is still going (outcome=skipped)", name)
         else:
-            log.info("model %s: run skipped: its firing was missed by more than the misfire grace time "
-                     "(outcome=skipped)", name)
+            log.warning("model %s: run skipped: its firing was missed by more than the misfire grace time "
+                        "(outcome=skipped)", name)
+
+    # -- the watchdog -----------------------------------------------------------
+    def _next_gap(self, name: str) -> timedelta:
+        """The wall-clock time from now to the model's next scheduled firing (its interval, for ``every``)."""
+        schedule = self.config.model(name).schedule
+        if schedule.every is not None:
+            return schedule.every
+        now = datetime.now(UTC)
+        nxt = schedule.trigger().get_next_fire_time(None, now)
+        return nxt - now if nxt is not None else self.intervals[name]
+
+    def _fired(self, name: str, *, gap: timedelta | None = None) -> None:
+        """A firing of the model happened now (a run started or was dropped): its next is due within ``gap``
+        (default: to its next scheduled firing) plus the stall grace."""
+        gap = self._next_gap(name) if gap is None else gap
+        now = self.monotonic()
+        self._last_fired[name] = now
+        self._due_by[name] = now + (gap + stall_grace(gap)).total_seconds()
+        self._stalled.discard(name)
+
+    def check_stalled(self) -> list[str]:
+        """Fire now the job of every model whose next run is overdue by the monotonic clock; returns them.
+
+        APScheduler waits for wall-clock due times: stepped back, the wall clock holds every run for the size
+        of the step while each health metric stays green.  The first check to find a model stalled logs one
+        WARNING and fires the job; should no run start even then, it is fired again a grace later, quietly."""
+        now = self.monotonic()
+        kicked = []
+        for name, due_by in list(self._due_by.items()):
+            if now <= due_by or not self.scheduler.running:
+                continue
+            if name not in self._stalled:
+                self._stalled.add(name)
+                log.warning("model %s: no run has started for %.0fs, past its next scheduled firing and a grace "
+                            "(was the wall clock set back?): running it now", name, now - self._last_fired[name])
+            self._due_by[name] = now + WATCHDOG_PERIOD + stall_grace(self._next_gap(name)).total_seconds()
+            try:
+                self.scheduler.modify_job(name, next_run_time=datetime.now(UTC))
+            except Exception as exc:  # a job gone (shutting down): nothing to fire
+                log.debug("model %s: cannot fire the job now: %s", name, exc)
+                continue
+            kicked.append(name)
+        return kicked
+
+    def _watch(self) -> None:
+        while not self.stop_event.wait(WATCHDOG_PERIOD):
+            try:
+                self.check_stalled()
+            except Exception as exc:  # the watchdog must never die
+                log.error("schedule watchdog failed: %s", exc, exc_info=exc)
 
     def stuck_evaluations(self) -> list[str]:
         """The models with abandoned (timed-out) evaluations whose threads are still blocked."""
@@ -353,6 +520,7 @@ class Daemon:
         self._watch_run_times(start=now)  # the start-up run below is at now, an interval schedule's runs from it
         self.scheduler.add_listener(self._dropped, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
         for m in self.config.models:
+            self._fired(m.name, gap=timedelta(0))  # the start-up run is due now
             interval = self.intervals[m.name]
             self.scheduler.add_job(self.run_model, m.schedule.trigger(), args=[m.name], id=m.name,
                                    name=f"evaluate {m.name}", max_instances=1, coalesce=True,
@@ -369,6 +537,8 @@ class Daemon:
         log.info("serving /metrics, /healthz and /readyz on %s", self.server.url_host)
         self.schedule()
         self.scheduler.start()
+        self._watchdog = threading.Thread(target=self._watch, name="atalaia-watchdog", daemon=True)
+        self._watchdog.start()
 
     def install_signal_handlers(self) -> None:
         def handler(signum: int, _frame: Any) -> None:
@@ -379,6 +549,7 @@ class Daemon:
         signal.signal(signal.SIGINT, handler)
 
     def shutdown(self) -> None:
+        self.stop_event.set()  # the watchdog too
         if self.scheduler.running:
             self.scheduler.shutdown(wait=True)
         if self.server is not None:

@@ -4,6 +4,11 @@ Holds each model's run history and watermark (the end of the last window
 evaluated), the latest findings (so a restarted daemon exports them at
 once), and opaque detector state for streaming detectors.  One connection,
 guarded by a lock, serves the scheduler's threads.
+
+A run is recorded when it starts (outcome :data:`RUNNING`, see :meth:`StateStore.start_run`) and
+completed when it ends (:meth:`StateStore.record_run` with the id): a process killed during a run
+(out of memory, SIGKILL) leaves its row ``running``, and the next daemon on the state dir records it
+as failed (:meth:`StateStore.fail_unfinished`), so a crash loop still shows as missed runs.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,7 +29,7 @@ from typing import Any
 from detectors.base import Finding
 from detectors.errors import AtalaiaError
 
-__all__ = ["DirLock", "StateStore", "RunRecord", "StateStoreError", "is_corruption"]
+__all__ = ["DirLock", "StateStore", "RunRecord", "StateStoreError", "is_corruption", "RUNNING", "DIED"]
 
 log = logging.getLogger("atalaia.state")
 
@@ -52,6 +57,12 @@ def is_corruption(exc: BaseException) -> bool:
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+#: the outcome of a run recorded at its start and not completed yet
+RUNNING = "running"
+#: the error a run left ``running`` by a process that died is completed with
+DIED = "daemon died during the run"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -230,17 +241,44 @@ class StateStore:
             self._db.close()
 
     # -- runs and findings ----------------------------------------------------
+    def start_run(self, *, model: str, started_at: datetime, window_start: datetime, window_end: datetime) -> int:
+        """Record a run as started (outcome :data:`RUNNING`); returns its id for :meth:`record_run`."""
+        with self.transaction() as db:
+            cur = db.execute(
+                "INSERT INTO runs (model, started_at, window_start, window_end, outcome, duration_seconds, rows, error)"
+                " VALUES (?, ?, ?, ?, ?, 0, 0, NULL)",
+                (model, started_at.isoformat(), window_start.isoformat(), window_end.isoformat(), RUNNING))
+            return int(cur.lastrowid)  # type: ignore[arg-type]
+
+    def fail_unfinished(self, *, error: str = DIED) -> list[RunRecord]:
+        """Complete every run still :data:`RUNNING` as ``error`` (call it before any run of this process
+        starts: with one daemon per state dir, such a run's process died); returns them as completed."""
+        with self.transaction() as db:
+            rows = db.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE outcome = ? ORDER BY id",
+                              (RUNNING,)).fetchall()
+            db.execute("UPDATE runs SET outcome = 'error', error = ? WHERE outcome = ?", (error, RUNNING))
+        return [replace(_record(r), outcome="error", error=error) for r in rows]
+
     def record_run(self, run: RunRecord, findings: Sequence[Finding] | None = None, *, config: str | None = None,
-                   keep_runs: int = 10_000) -> None:
+                   keep_runs: int = 10_000, run_id: int | None = None) -> None:
         """Store a run; when ``findings`` are given they become the model's latest and advance its watermark.
 
-        ``config`` identifies the configuration that produced them (see :meth:`latest`)."""
+        ``config`` identifies the configuration that produced them (see :meth:`latest`); ``run_id``, from
+        :meth:`start_run`, completes that row (it is inserted anew should the row be gone)."""
         with self.transaction() as db:
-            db.execute(
-                "INSERT INTO runs (model, started_at, window_start, window_end, outcome, duration_seconds, rows, error)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (run.model, run.started_at.isoformat(), run.window_start.isoformat(), run.window_end.isoformat(),
-                 run.outcome, run.duration_seconds, run.rows, run.error))
+            updated = 0
+            if run_id is not None:
+                updated = db.execute(
+                    "UPDATE runs SET model = ?, started_at = ?, window_start = ?, window_end = ?, outcome = ?,"
+                    " duration_seconds = ?, rows = ?, error = ? WHERE id = ?",
+                    (run.model, run.started_at.isoformat(), run.window_start.isoformat(), run.window_end.isoformat(),
+                     run.outcome, run.duration_seconds, run.rows, run.error, run_id)).rowcount
+            if not updated:
+                db.execute(
+                    "INSERT INTO runs (model, started_at, window_start, window_end, outcome, duration_seconds, rows,"
+                    " error) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (run.model, run.started_at.isoformat(), run.window_start.isoformat(),
+                     run.window_end.isoformat(), run.outcome, run.duration_seconds, run.rows, run.error))
             db.execute("DELETE FROM runs WHERE model = ? AND id NOT IN"
                        " (SELECT id FROM runs WHERE model = ? ORDER BY id DESC LIMIT ?)",
                        (run.model, run.model, keep_runs))

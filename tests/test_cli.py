@@ -288,10 +288,12 @@ def test_check_missing_sink_exits_2(cli: Cli, tmp_path: Path) -> None:
     assert "no-such-sink" in err
 
 
-def test_check_empty_window_is_insufficient_data_and_exits_0(cli: Cli, config_file: Path) -> None:
+def test_check_empty_window_is_insufficient_data_and_exits_2(cli: Cli, config_file: Path) -> None:
+    """No rows in the window is no "all ok" (exit 0): exit 2, said on stderr, the findings still printed."""
     at = T0 + timedelta(days=30)  # long after the sink ends; the reference is a fixed range
     code, out, err = cli("check", "--config", config_file, "--at", iso(at), "--format", "json")
-    assert code == 0, err
+    assert code == 2, err
+    assert "has no rows" in err
     findings = json_findings(out)
     assert {"x0", "x1", "x2"} <= {f["target"] for f in findings}
     for f in findings:

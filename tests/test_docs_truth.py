@@ -35,11 +35,11 @@ def atalaia(*args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
 # --------------------------------------------------------------------------- check into a closed pipe
 
 def _wide_sink(root: Path) -> Path:
-    """A reference and an (empty-windowed) prediction file with 80 numeric features: enough findings
+    """A reference and a prediction file of the same rows with 120 numeric features: enough findings
     for ``check`` to write more than one stdout buffer."""
     rng = np.random.default_rng(0)
     n = 500
-    cols = {f"f{i:02d}": rng.normal(size=n) for i in range(80)}
+    cols = {f"f{i:03d}": rng.normal(size=n) for i in range(120)}
     ts = pa.array(np.full(n, np.datetime64("2026-01-01T00:00:00", "us")), pa.timestamp("us", tz="UTC"))
     table = pa.table({"id": np.arange(n), "ts": ts, "y": rng.integers(0, 2, n).astype(str), **cols})
     pq.write_table(table, root / "ref.parquet")
@@ -62,10 +62,10 @@ models:
 @pytest.mark.parametrize("fmt", ["json", "table"])
 def test_check_writing_into_a_closed_pipe_never_exits_1(tmp_path: Path, fmt: str) -> None:
     # README: "No command exits 1 on a crash" (1 means "a warn or alert was found"); monitor/cli.py
-    # catches BrokenPipeError "e.g. `atalaia check ... | head`" and returns 0.  The window here is
-    # empty (every finding insufficient_data, exit 0 when stdout is a file).
+    # catches BrokenPipeError "e.g. `atalaia check ... | head`" and returns 0.  The window here holds
+    # the reference's own rows (every finding ok, exit 0 when stdout is a file).
     cfg = _wide_sink(tmp_path)
-    args = ("check", "--config", str(cfg), "--at", "2025-06-01T00:00:00Z", "--format", fmt)
+    args = ("check", "--config", str(cfg), "--at", "2026-01-01T00:30:00Z", "--format", fmt)
     to_file = atalaia(*args)
     assert to_file.returncode == 0, to_file.stderr
     assert len(to_file.stdout) > 16384  # more than stdout's 8 KiB buffer: the pipe breaks in print()
