@@ -29,7 +29,7 @@ from typing import Any
 import pyarrow as pa
 
 from detectors.base import Context, Detector, Finding
-from detectors.errors import SourceError, SourceTimeout
+from detectors.errors import AtalaiaError, SourceError, SourceTimeout
 from detectors.profile import Profile
 from detectors.registry import Registry
 
@@ -40,7 +40,8 @@ from .partition_store import PartitionStore
 from .profiles import Columns, WindowProfiler, reference_profile
 from .sources.parquet import ColumnKind, FileEntry, ParquetSink, coalesce, prefetch
 
-__all__ = ["Evaluator", "Evaluation", "PROFILE_VERSION", "REFERENCE_FILE", "cache_version", "limit_blas_threads"]
+__all__ = ["Evaluator", "Evaluation", "PROFILE_VERSION", "REFERENCE_FILE", "ReferenceBuildTimeout", "RunProgress",
+           "cache_version", "limit_blas_threads"]
 
 log = logging.getLogger("atalaia.evaluate")
 
@@ -118,6 +119,21 @@ class Evaluation:
         return "partial" if self.errors or self.detector_failures else "success"
 
 
+class ReferenceBuildTimeout(AtalaiaError, TimeoutError):
+    """The run's deadline passed while its reference profile was being built.
+
+    Not a :class:`SourceError`: the build has no deadline, it went on and was cached, and the source
+    answered throughout; the run ends as a timeout without a window read that could not finish."""
+
+
+@dataclass
+class RunProgress:
+    """How far one run got, for the daemon to tell a slow reference build from a hung source when the
+    run outlasts its timeout: ``reference_ready`` is set once the run has its reference profile."""
+
+    reference_ready: threading.Event = field(default_factory=threading.Event)
+
+
 @dataclass
 class _Reference:
     key: str
@@ -157,6 +173,8 @@ class Evaluator:
             sensitive=list(model.sensitive), timestamp=p.timestamp, score=p.score, prediction=p.prediction,
             prediction_is_class=p.task != "regression")
         self._reference: _Reference | None = None
+        self._building = False
+        self._warned_empty: _Reference | None = None  # the reference of no rows last warned about
         storage = config.storage
         self._fs_options = {"endpoint_url": storage.endpoint_url, "region": storage.region,
                             "anonymous": storage.anonymous,
@@ -215,14 +233,51 @@ class Evaluator:
         start, end = self.reference_range(at)  # type: ignore[misc]
         return self.predictions(), start, end
 
+    def describe_reference(self, at: datetime) -> str:
+        """The reference of a run at ``at`` in words: its path, or its range of the prediction sink."""
+        ref = self.model.reference
+        if ref.path is not None:
+            return f"reference {self.config.resolve(ref.path)}"
+        start, end = self.reference_range(at)  # type: ignore[misc]
+        kind = "rolling reference" if ref.rolling is not None else "reference"
+        return f"{kind} {_iso(start)}..{_iso(end)} of {self.config.resolve(self.model.predictions.path)}"
+
+    @property
+    def building_reference(self) -> bool:
+        """Whether a reference profile of this model is being built (its batches read and counted) now."""
+        return self._building
+
     def reference(self, at: datetime) -> tuple[_Reference, bool]:
         """The reference profile and detector summaries; ``True`` when it came from a cache.
 
-        A build has no deadline: when it outlasts the run's timeout the run is abandoned, but the
-        build goes on and is cached for the next run.  One build at a time per model.
+        A build has no deadline: when it outlasts the run's timeout the run is abandoned (outcome
+        ``timeout``, reported as a reference build, not as a source error), but the build goes on and
+        is cached for the next run.  One build at a time per model.  A reference of no rows is logged
+        at WARNING each time it is built or read from the state dir.  Errors reading the reference's
+        files say ``reference:``.
         """
-        with self._reference_lock:
-            return self._reference_locked(at)
+        ref, cached, _ = self._reference_waited(at)
+        return ref, cached
+
+    def _reference_waited(self, at: datetime) -> tuple[_Reference, bool, bool]:
+        """:meth:`reference`, and whether it waited for another run's build (one abandoned on its timeout)."""
+        waited = not self._reference_lock.acquire(blocking=False)
+        if waited:
+            self._reference_lock.acquire()
+        try:
+            try:
+                ref, cached = self._reference_locked(at)
+            except SourceError as exc:
+                if isinstance(exc, SourceTimeout):
+                    raise
+                raise _sink_error(exc, prefix="reference: ") from exc
+            if ref.profile.n_rows == 0 and ref is not self._warned_empty:
+                self._warned_empty = ref
+                log.warning("model %s: the %s has no rows: every finding is insufficient_data until it has some",
+                            self.model.name, self.describe_reference(at))
+            return ref, cached, waited
+        finally:
+            self._reference_lock.release()
 
     def _reference_locked(self, at: datetime) -> tuple[_Reference, bool]:
         sink, start, end = self._reference_sink(at)
@@ -243,15 +298,23 @@ class Evaluator:
         if start is not None:
             columns[self.columns.timestamp] = "timestamp"  # type: ignore[index]
         # batch by batch: files may differ in column types (int and float, dictionary or not, timestamp units)
-        batches = list(sink.batches(columns=columns, start=start, end=end))
-        profile = reference_profile(batches, columns=self.columns, detectors=self.detectors)
-        del batches
+        self._building = True
+        try:
+            batches = list(sink.batches(columns=columns, start=start, end=end))
+            profile = reference_profile(batches, columns=self.columns, detectors=self.detectors)
+            del batches
+        finally:
+            self._building = False
         if sink.errors:
-            # a reference short of a file (a transient object-store error) is used for this run and built again
-            # on the next: cached, or kept under the key of the complete files, it would stand for good
             for err in sink.errors:
                 log.error("reference for model %s: skipped %s", self.model.name, err)
-            self._reference = _Reference(f"{key}-partial-{uuid.uuid4().hex}", profile,
+            # a file short of a column (or holding it under another type) is so for as long as its path, size
+            # and modification time, which the key holds: the build is kept in memory under the key, its errors
+            # reported on every run (and built once more after a restart, not cached on disk).  A reference
+            # short of a file (a transient object-store error) is used for this run and built again on the
+            # next: kept under the key of the complete files, it would stand for good
+            lasting = all(e.reason in LASTING_REASONS for e in sink.errors)
+            self._reference = _Reference(key if lasting else f"{key}-partial-{uuid.uuid4().hex}", profile,
                                          [d.summarise(profile) for d in self.detectors], list(sink.errors))
             return self._reference, False
         if sink.pending:
@@ -324,13 +387,31 @@ class Evaluator:
         return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
     # -- the run --------------------------------------------------------------
-    def evaluate(self, *, at: datetime, deadline: float | None = None) -> Evaluation:
-        """Evaluate the window ``[at - window, at)``."""
+    def evaluate(self, *, at: datetime, deadline: float | None = None,
+                 progress: RunProgress | None = None) -> Evaluation:
+        """Evaluate the window ``[at - window, at)``.
+
+        ``deadline`` (on the sink's clock, ``time.monotonic()``) bounds the window's reads; when it has passed
+        by the time a reference profile this run built or waited for is ready (a slow build),
+        :class:`ReferenceBuildTimeout` is raised rather than a source timeout on the window's first file."""
         t0 = self.monotonic()
         start, end = at - self.model.window, at
-        ref, cached = self.reference(at)
+        ref, cached, waited = self._reference_waited(at)
+        if progress is not None:
+            progress.reference_ready.set()
         sink = self.predictions()
-        groups = self._groups(sink.files(start, end), ref.key, start, end)
+        if deadline is not None and (waited or not cached) and sink.clock() >= deadline:
+            raise ReferenceBuildTimeout(
+                f"the reference profile was ready only after {self.monotonic() - t0:.1f}s, past the run's timeout "
+                f"({_duration(self.model.timeout)}): its build has no deadline and is kept, so the next run "
+                f"reads only the window")
+        try:
+            files = sink.files(start, end)
+        except SourceError as exc:
+            if isinstance(exc, SourceTimeout):
+                raise
+            raise _sink_error(exc) from exc
+        groups = self._groups(files, ref.key, start, end)
         # labels keep arriving for old partitions: a profile with labels joined is never reused; nor
         # are raw samples kept across runs (an exact test's memory would grow with every partition)
         reuse = self.reuse_partitions and self.columns.label is None \
@@ -461,6 +542,10 @@ class Evaluator:
                 for span, members in by_span.items()]
 
 
+#: source errors a file keeps for as long as it is the same file (path, size, modification time): a reference
+#: build with only these is kept (in memory) and its errors are reported on every run
+LASTING_REASONS = frozenset({"missing_column", "retyped_column"})
+
 #: at most this many footers are read at once for a reference's cache key (each is mostly waiting on IO)
 FOOTER_READERS = 8
 
@@ -474,6 +559,30 @@ def _each(fn: Callable[[FileEntry], bool], files: dict[Any, FileEntry], *, threa
         return {k: fn(f) for k, f in files.items()}
     with ThreadPoolExecutor(max_workers=min(threads, len(files)), thread_name_prefix="atalaia-footer") as pool:
         return dict(zip(files, pool.map(fn, files.values()), strict=True))
+
+
+#: the reasons of a :class:`SourceError` about a sink as a whole (a folder, a prefix or a file), not one of its files
+_SINK_REASONS = ("missing", "unreachable")
+
+
+def _sink_error(exc: SourceError, *, prefix: str = "") -> SourceError:
+    """``exc`` said as ``prefix`` + its message, a sink as a whole labelled ``path=`` (SourceError labels any
+    path ``file=``, and a sink is mostly a folder); ``path``, ``column`` and ``reason`` are kept."""
+    text = str(exc)
+    if exc.path and exc.reason in _SINK_REASONS and exc.column is None and text.endswith(f"(file={exc.path})"):
+        text = text.removesuffix(f"(file={exc.path})") + f"(path={exc.path})"
+    out = SourceError(prefix + text, reason=exc.reason)
+    out.path, out.column = exc.path, exc.column
+    return out
+
+
+def _duration(d: timedelta) -> str:
+    seconds = d.total_seconds()
+    return f"{seconds:g}s"
+
+
+def _iso(t: datetime) -> str:
+    return t.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _seconds(d: timedelta | None) -> float | None:

@@ -180,3 +180,53 @@ def test_notes_show_a_huge_category_name_cut_and_say_why_data_is_insufficient(tm
     ks_x = found[("ks", "x")]
     assert ks_x["status"] == "insufficient_data"
     assert "0 reference and 400 window values, fewer than min_rows 100" in ks_x["note"]
+
+
+def test_a_feature_written_with_partition_by_is_read_from_its_hive_key(tmp_path: Path) -> None:
+    """Spark's ``partitionBy("c")`` keeps the column only in the directory names: every file used to be
+    skipped as lacking it (the model blind).  A numeric key is parsed; one that is no number is named."""
+    t0 = AT - timedelta(minutes=50)
+    for i, c in enumerate(["a", "b", "a"]):
+        part = _table(t0 + timedelta(minutes=10 * i), n=100, seed=i).drop_columns(["c", "age"])
+        _write(tmp_path / "preds" / f"c={c}" / f"age={30 + i if i < 2 else 'old'}" / "part-0.parquet", part)
+    _write(tmp_path / "ref.parquet", _table(AT - timedelta(days=2), seed=3))
+
+    code, found = _check(_config(tmp_path))
+
+    assert found[("chi2", "c")]["n_current"] == 300
+    assert found[("chi2", "c")]["note"] is None or "unseen" not in found[("chi2", "c")]["note"]
+    assert found[("ks", "age")]["n_current"] == 200  # the third directory's age=old is no number
+    assert found[("ks", "x")]["n_current"] == 300
+    assert code == 2
+
+
+def test_an_empty_file_without_columns_is_no_error(tmp_path: Path) -> None:
+    """A job that wrote nothing leaves a 0-row file, often with no columns at all: it was reported as lacking
+    every column (source errors, a partial run, check exit 2)."""
+    _write(tmp_path / "preds" / "a.parquet", _table(AT - timedelta(minutes=50), seed=1))
+    _write(tmp_path / "preds" / "empty.parquet", pa.table({}))
+    _write(tmp_path / "ref.parquet", _table(AT - timedelta(days=2), seed=3))
+
+    code, found = _check(_config(tmp_path))
+
+    assert found[("ks", "x")]["n_current"] == 400
+    assert code != 2
+
+
+def test_a_reference_short_of_a_column_is_built_once_and_its_error_reported_every_run(tmp_path: Path) -> None:
+    """A build with skipped files is never cached (a transient store error must not stand for good); one
+    whose files only lack a column is the same build for as long as they are the same files."""
+    from monitor.config import load_config
+    from monitor.evaluate import Evaluator
+
+    _write(tmp_path / "preds" / "a.parquet", _table(AT - timedelta(minutes=50), seed=1))
+    _write(tmp_path / "ref.parquet", _table(AT - timedelta(days=2), seed=3).drop_columns(["age"]))
+    cfg = load_config(_config(tmp_path))
+    ev = Evaluator(config=cfg, model=cfg.models[0])
+
+    first, second = ev.evaluate(at=AT), ev.evaluate(at=AT)
+
+    assert (first.reference_cached, second.reference_cached) == (False, True)
+    for run in (first, second):
+        assert [(e.column, e.reason) for e in run.errors] == [("age", "missing_column")]
+        assert run.outcome == "partial"

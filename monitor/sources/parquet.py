@@ -14,6 +14,10 @@ file's other columns are read.  A file that is corrupt, or whose timestamp
 column is unusable, is *skipped* and reported the same way — the rest of the
 window is still read.
 
+A requested column a file does not hold but its directories name as a hive
+key (Spark's ``partitionBy("country")`` writes ``country=US/part-0.parquet``
+without the column) is read from the key: the same value on every row.
+
 Rows are taken to honour their partition keys: a partition whose span lies
 wholly inside the window is read without a row filter.  In other files the
 timestamp statistics of each row group drop the groups outside the window
@@ -115,12 +119,19 @@ def partition_range(keys: Mapping[str, str]) -> tuple[datetime, datetime] | None
         return None
 
 
+#: the value Hive and Spark write for a null partition key
+HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
+
+
 @dataclass(frozen=True)
 class FileEntry:
     path: str
     size: int
     mtime_ns: int
     span: tuple[datetime, datetime] | None
+    #: the hive ``key=value`` pairs of the directories above the file (a column written with Spark's
+    #: ``partitionBy`` lives only there): a requested column the file lacks is read from them
+    keys: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -181,7 +192,7 @@ class ParquetSink:
             span = partition_range(keys)
             if start is not None and end is not None and span is not None and (span[1] <= start or span[0] >= end):
                 continue
-            out.append(FileEntry(fi.path, fi.size or 0, fi.mtime_ns or 0, span))
+            out.append(FileEntry(fi.path, fi.size or 0, fi.mtime_ns or 0, span, tuple(keys.items())))
         out.sort(key=lambda f: f.path)
         if isinstance(self.filesystem, pafs.LocalFileSystem):
             out = _without_aliases(out)
@@ -252,7 +263,13 @@ class ParquetSink:
             self.errors.append(SourceError(f"unreadable Parquet file: {_short(exc)}", path=entry.path,
                                            reason="corrupt"))
             return
-        problems = _schema_problems(schema, columns, entry.path)
+        if pf.metadata.num_rows == 0:  # a job that wrote nothing (often no columns either): nothing to read
+            return
+        keys = {k: v for k, v in entry.keys if schema.get_field_index(k) < 0 and k in columns}
+        problems = _schema_problems(schema, {n: k for n, k in columns.items() if n not in keys}, entry.path)
+        constants, bad_keys = _key_columns(keys, columns, entry.path)
+        problems += bad_keys
+        names = [n for n in names if n not in keys]
         if problems:
             # a column the file lacks or holds unusably costs that column, not the file: the model's other
             # columns keep its rows.  Without its timestamp (or with nothing left) the file is skipped.
@@ -284,6 +301,8 @@ class ParquetSink:
                             batch = batch.filter(compute().is_valid(batch.column(self.timestamp)))
                     if needs_filter:
                         batch = batch.filter(self._mask(batch, start, end))
+                    for name, value in constants.items():
+                        batch = batch.append_column(name, pa.repeat(value, batch.num_rows))
                     if batch.num_rows:
                         yield batch
                     self._check_deadline(deadline, entry.path)
@@ -386,6 +405,30 @@ def _row_groups(pf: pq.ParquetFile, timestamp: str, start: datetime | None,
         else:
             partly.append(i)
     return whole, partly
+
+
+def _key_columns(keys: Mapping[str, str], columns: Mapping[str, ColumnKind], path: str
+                 ) -> tuple[dict[str, pa.Scalar], list[SourceError]]:
+    """The requested columns a file holds only as hive keys, as constants of their kind: a category as
+    the string, a number parsed (``__HIVE_DEFAULT_PARTITION__`` is null); and an error per key that is
+    no number where a number is expected, or names the timestamp."""
+    out: dict[str, pa.Scalar] = {}
+    problems: list[SourceError] = []
+    for name, text in keys.items():
+        kind = columns[name]
+        null = text == HIVE_NULL
+        if kind == "numeric":
+            try:
+                out[name] = pa.scalar(None if null else float(text), pa.float64())
+            except ValueError:
+                problems.append(SourceError(f"partition key {name}={text!r} is no number", path=path, column=name,
+                                            reason="retyped_column"))
+        elif kind in ("categorical", "any"):
+            out[name] = pa.scalar(None if null else text, pa.string())
+        else:
+            problems.append(SourceError(f"column is only a partition key ({name}={text!r}), expected {kind}",
+                                        path=path, column=name, reason="retyped_column"))
+    return out, problems
 
 
 def _schema_problems(schema: pa.Schema, columns: Mapping[str, ColumnKind], path: str) -> list[SourceError]:
