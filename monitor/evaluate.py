@@ -158,7 +158,10 @@ class Evaluator:
 
     def __init__(self, *, config: Config, model: ModelConfig, registry: Registry | None = None,
                  monotonic: Callable[[], float] = time.monotonic, pool: Executor | None = None,
-                 reuse_partitions: bool = True, partition_store: PartitionStore | None = None) -> None:
+                 reuse_partitions: bool = True, partition_store: PartitionStore | None = None,
+                 on_state_error: Callable[[str], None] | None = None) -> None:
+        #: called with the store's name (``reference_cache``) when a write to the state dir fails
+        self.on_state_error = on_state_error
         #: counts columns in parallel (NumPy releases the GIL); the daemon shares one across models
         self.pool = pool or ThreadPoolExecutor(max_workers=max(2, usable_cpus()),
                                                thread_name_prefix=f"atalaia-count-{model.name}")
@@ -333,6 +336,8 @@ class Evaluator:
             log.warning("cannot cache the reference profile in %s: %s", cache, exc)
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
+            if self.on_state_error is not None:
+                self.on_state_error("reference_cache")
         else:
             self._drop_other_references(cache)
         self._reference = _Reference(key, profile, [d.summarise(profile) for d in self.detectors])

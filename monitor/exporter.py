@@ -53,9 +53,9 @@ log = logging.getLogger("atalaia.exporter")
 
 _LABELS = ("model", "detector", "kind", "target", "statistic", "group")
 
-#: the ``store`` label of ``atalaia_state_errors_total``: the SQLite state store and the partition profiles kept
-#: in the state dir (each write that failed: a full or read-only disk, a damaged database)
-STATE_STORES = ("state_db", "partitions")
+#: the ``store`` label of ``atalaia_state_errors_total``: the SQLite state store, the partition profiles and the
+#: reference profile cached in the state dir (each write that failed: a full or read-only disk, a damaged database)
+STATE_STORES = ("state_db", "partitions", "reference_cache")
 
 #: the most scheduled runs ``atalaia_missed_runs`` counts: past it the gauge reads the cap until a success
 MISSED_RUNS_CAP = 1000

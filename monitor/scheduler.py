@@ -27,7 +27,7 @@
   memory, SIGKILL) is completed as ``error`` ("daemon died during the run") by
   the next daemon on the state dir, and counts as missed.
 * Writes to the state dir that fail (the state store, the kept partition
-  profiles) are counted in ``atalaia_state_errors_total{model,store}``.
+  profiles, the cached reference profile) are counted in ``atalaia_state_errors_total{model,store}``.
 * ``atalaia_missed_runs`` counts each model's scheduled runs since its last success (see
   :class:`~.exporter.MissedRuns`): the start-up run and the trigger's firings after it, each one
   from the moment it is due.  The count survives a restart: it goes on from the last success kept in
@@ -210,7 +210,9 @@ class Daemon:
         self.evaluators = {m.name: Evaluator(config=config, model=m, registry=detectors, pool=self.pool,
                                              partition_store=PartitionStore(
                                                  config.state_path / "partitions" / f"model={m.name}",
-                                                 version=cache_version(), on_error=self._state_error(m.name)))
+                                                 version=cache_version(), on_error=self._state_error(m.name)),
+                                             on_state_error=lambda store, name=m.name:
+                                             self.telemetry.state_errors.labels(name, store).inc())
                            for m in config.models}
         self._drop_caches_of_removed_models()
         self._restore()

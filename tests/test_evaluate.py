@@ -489,10 +489,13 @@ def test_a_reference_that_cannot_be_cached_is_used_from_memory(tmp_path: Path, h
     (tmp_path / "state").mkdir()
     (tmp_path / "state" / "references").write_text("a file where the cache directory should be")
     ev = evaluator(tmp_path, hourly, reuse=False)
+    failed: list[str] = []
+    ev.on_state_error = failed.append  # the daemon counts it in atalaia_state_errors_total{store="reference_cache"}
     at = T0 + timedelta(hours=20)
     with caplog.at_level("WARNING", logger="atalaia.evaluate"):
         first = ev.evaluate(at=at)
     assert any("cannot cache the reference profile" in r.getMessage() for r in caplog.records)
+    assert failed == ["reference_cache"]
     second = ev.evaluate(at=at)
     assert (first.reference_cached, second.reference_cached) == (False, True)  # the second from memory
     assert results(first) == results(second)
