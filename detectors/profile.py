@@ -478,7 +478,7 @@ class NumericCounts:
         with np.errstate(over="ignore"):  # tails past 1e308 in total: inf, their true magnitude
             if ref.edges.size and counts[0]:
                 below_sum = float(finite[:counts[0]].sum(dtype=np.float64) if raw is None
-                                  else raw[x < edges[0]].sum())
+                                  else raw[(x < edges[0]) & np.isfinite(x)].sum())
             if ref.edges.size and counts[-1]:
                 above_sum = float(finite[n_fin - counts[-1]:].sum(dtype=np.float64) if raw is None
                                   else raw[(x >= edges[-1]) & np.isfinite(x)].sum())

@@ -316,7 +316,8 @@ class Evaluator:
             # reported on every run (and built once more after a restart, not cached on disk).  A reference
             # short of a file (a transient object-store error) is used for this run and built again on the
             # next: kept under the key of the complete files, it would stand for good
-            lasting = all(e.reason in LASTING_REASONS for e in sink.errors)
+            # (a pending file makes it a build of this run only, as below: it is read, or reported, next run)
+            lasting = all(e.reason in LASTING_REASONS for e in sink.errors) and not sink.pending
             self._reference = _Reference(key if lasting else f"{key}-partial-{uuid.uuid4().hex}", profile,
                                          [d.summarise(profile) for d in self.detectors], list(sink.errors))
             return self._reference, False

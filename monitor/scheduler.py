@@ -64,7 +64,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobEvent
+from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, EVENT_JOB_SUBMITTED, JobEvent
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.interval import IntervalTrigger
@@ -447,6 +447,12 @@ class Daemon:
                 with contextlib.suppress(StateStoreError):
                     self.state.recover(exc)
 
+    def _submitted(self, event: JobEvent) -> None:
+        """APScheduler handed a run to its executor: the firing happened, even when every executor thread is
+        busy and the run waits its turn (many models with long runs), so the watchdog must not take it as stalled."""
+        if event.job_id in self.evaluators:
+            self._fired(event.job_id)
+
     def _dropped(self, event: JobEvent) -> None:
         """A run APScheduler did not start: the previous one still going, or the firing missed."""
         name = event.job_id
@@ -472,7 +478,7 @@ class Daemon:
         return nxt - now if nxt is not None else self.intervals[name]
 
     def _fired(self, name: str, *, gap: timedelta | None = None) -> None:
-        """A firing of the model happened now (a run started or was dropped): its next is due within ``gap``
+        """A firing of the model happened now (a run submitted, started or dropped): its next is due within ``gap``
         (default: to its next scheduled firing) plus the stall grace."""
         gap = self._next_gap(name) if gap is None else gap
         now = self.monotonic()
@@ -521,6 +527,7 @@ class Daemon:
         now = datetime.now(UTC)  # APScheduler keeps real time, whatever clock the evaluations are given
         self._watch_run_times(start=now)  # the start-up run below is at now, an interval schedule's runs from it
         self.scheduler.add_listener(self._dropped, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
+        self.scheduler.add_listener(self._submitted, EVENT_JOB_SUBMITTED)
         for m in self.config.models:
             self._fired(m.name, gap=timedelta(0))  # the start-up run is due now
             interval = self.intervals[m.name]

@@ -14,6 +14,7 @@ import contextlib
 import io
 import json
 import os
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -230,3 +231,59 @@ def test_a_reference_short_of_a_column_is_built_once_and_its_error_reported_ever
     for run in (first, second):
         assert [(e.column, e.reason) for e in run.errors] == [("age", "missing_column")]
         assert run.outcome == "partial"
+
+
+def test_hive_key_values_are_unescaped(tmp_path: Path) -> None:
+    """pyarrow's write_to_dataset (and Spark) percent-escape a key's value in the directory name (a/b as
+    a%2Fb): read as it stood, a window equal to the reference was all new categories, and alerted."""
+    cats = ["a/b", "10:30", "50%", "x y"]
+    ref = _table(AT - timedelta(days=2), seed=3)
+    ref = ref.set_column(ref.schema.get_field_index("c"), "c",
+                         pa.array(np.random.default_rng(3).choice(cats, ref.num_rows)))
+    cur = _table(AT - timedelta(minutes=50), seed=1)
+    cur = cur.set_column(cur.schema.get_field_index("c"), "c",
+                         pa.array(np.random.default_rng(1).choice(cats, cur.num_rows)))
+    pq.write_to_dataset(cur, tmp_path / "preds", partition_cols=["c"])
+    assert {p.name for p in (tmp_path / "preds").iterdir()} >= {"c=a%2Fb", "c=50%25"}
+    for p in (tmp_path / "preds").rglob("*.parquet"):
+        os.utime(p, ns=(int(AT.timestamp()) * 10**9 - 10**12,) * 2)
+    _write(tmp_path / "ref.parquet", ref)
+    config = _config(tmp_path)
+    doc = yaml.safe_load(config.read_text())
+    doc["models"][0]["detectors"].append({"type": "data_quality"})
+    config.write_text(yaml.safe_dump(doc))
+
+    out = io.StringIO()
+    code = main(["check", "--config", str(config), "--at", AT.isoformat(), "--format", "json"], stdout=out)
+    rows = {(r["detector"], r["target"], r["statistic"]): r for r in map(json.loads, out.getvalue().splitlines())}
+
+    assert rows[("chi2", "c", "cohens_w")]["n_current"] == 400
+    assert "unseen" not in (rows[("chi2", "c", "cohens_w")]["note"] or "")
+    assert rows[("data_quality", "c", "unseen_rate")]["value"] == 0.0
+    assert code == 0
+
+
+def test_a_file_still_being_written_in_a_reference_short_of_a_column_is_read_or_reported_later(
+        tmp_path: Path) -> None:
+    """A reference build kept for its lasting errors (a file short of a column) must not keep a file that was
+    left as still being written: once its grace is over and its writer has died, it is reported corrupt."""
+    from monitor.config import load_config
+    from monitor.evaluate import Evaluator
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    _write(tmp_path / "preds" / "a.parquet", _table(now - timedelta(minutes=50), seed=1))
+    _write(tmp_path / "ref" / "a.parquet", _table(now - timedelta(days=2), seed=2))
+    _write(tmp_path / "ref" / "b.parquet", _table(now - timedelta(days=2), seed=3).drop_columns(["age"]))
+    whole = (tmp_path / "ref" / "a.parquet").read_bytes()
+    (tmp_path / "ref" / "c.parquet").write_bytes(whole[: len(whole) // 2])  # no footer yet, written just now
+    config = _config(tmp_path, reference={"path": "ref", "in_progress_grace": "1s"})
+    cfg = load_config(config)
+    ev = Evaluator(config=cfg, model=cfg.models[0], reuse_partitions=False)
+
+    first = ev.evaluate(at=now)
+    time.sleep(1.5)  # the grace passes; c.parquet never changes: its writer died
+    second = ev.evaluate(at=now)
+
+    assert sorted((e.reason, Path(e.path or "").name) for e in first.errors) == [("missing_column", "b.parquet")]
+    assert sorted((e.reason, Path(e.path or "").name) for e in second.errors) == [
+        ("corrupt", "c.parquet"), ("missing_column", "b.parquet")]

@@ -245,6 +245,39 @@ def test_a_watchdog_on_the_monotonic_clock_fires_a_stalled_schedule_and_warns_on
 WATCHDOG_SLACK = 3.0
 
 
+def test_the_watchdog_leaves_runs_that_wait_for_a_busy_executor_alone(
+        tmp_path: Path, small_sink: tuple[Path, dict[str, str]], caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """12 models whose runs take a while against APScheduler's 10 executor threads: two start-up runs wait
+    their turn.  The watchdog took them as stalled (5 s after start), "ran them now", and that firing was
+    then dropped as a second instance: a WARNING and a skipped run each, with nothing wrong.  A submitted
+    run counts as fired."""
+    from monitor import evaluate as evaluate_module
+
+    root, reference = small_sink
+    real = evaluate_module.Evaluator.evaluate
+
+    def slow(self, **kwargs):  # type: ignore[no-untyped-def]
+        time.sleep(7.0)
+        return real(self, **kwargs)
+
+    monkeypatch.setattr(evaluate_module.Evaluator, "evaluate", slow)
+    models = [model_config(pred_path=str(root), reference=reference, every="1h") | {"name": f"m{i}"}
+              for i in range(12)]
+    daemon = Daemon(config=parse_config({"state_dir": str(tmp_path / "state"), "models": models}),
+                    listen=f"127.0.0.1:{ops_port()}")
+    caplog.set_level(logging.INFO, logger="atalaia")
+    daemon.start()
+    try:
+        time.sleep(6.5)  # past the watchdog's 5 s start-up grace, before the first runs end
+        assert daemon.check_stalled() == []
+    finally:
+        daemon.shutdown()
+    assert not [r.getMessage() for r in caplog.records if "no run has started" in r.getMessage()]
+    skipped = Metrics(generate_latest(daemon.metrics_registry).decode())
+    assert all((skipped.get("atalaia_runs_total", model=f"m{i}", outcome="skipped") or 0) == 0 for i in range(12))
+
+
 # --------------------------------------------------------------------------- 3. a full state disk
 
 def _file_size_limit(limit: int) -> Callable[[], None]:

@@ -161,3 +161,13 @@ def test_rows_of_huge_finite_features_have_the_largest_error_not_a_missing_one()
     assert err[0] == err[3] == np.finfo(np.float64).max
     assert np.isfinite(err[1]) and err[1] < 10
     assert np.isnan(err[2])
+
+
+def test_a_float64_window_of_a_float32_reference_sums_its_tails_without_infinities() -> None:
+    """The rounded path took -inf into the sum below the range (W1 inf); as float32 the same window gave -5."""
+    ref = NumericReference.from_values(ONE_DECIMAL.astype(np.float32))
+    window = np.array([-5.0, 0.5, 1.5, -np.inf, np.inf, np.nan, 9.0])
+    rounded, as32 = NumericCounts.of(window, ref), NumericCounts.of(window.astype(np.float32), ref)
+    assert (rounded.below_sum, rounded.above_sum) == (as32.below_sum, as32.above_sum) == (-5.0, 9.0)
+    assert np.array_equal(rounded.counts, as32.counts)
+    assert (rounded.n_neginf, rounded.n_posinf, rounded.n_nan) == (1, 1, 1)

@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Literal
+from urllib.parse import unquote
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -188,7 +189,8 @@ class ParquetSink:
             if any(p.startswith((".", "_")) for p in parts) or not fi.base_name.endswith((".parquet", ".parq", ".pq")) \
                     and info.type != pafs.FileType.File:
                 continue
-            keys = dict(m.groups() for p in parts[:-1] if (m := _KEY_VALUE.match(p)))
+            # hive and Spark escape a key's value in the directory name (a/b as a%2Fb): values are unescaped
+            keys = {k: unquote(v) for p in parts[:-1] if (m := _KEY_VALUE.match(p)) for k, v in [m.groups()]}
             span = partition_range(keys)
             if start is not None and end is not None and span is not None and (span[1] <= start or span[0] >= end):
                 continue
