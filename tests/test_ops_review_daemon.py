@@ -34,6 +34,7 @@ from monitor.config import parse_config
 from monitor.scheduler import Daemon
 from monitor.state import StateStore
 from test_daemon import START_TIMEOUT, Metrics, wait_for, wait_metrics
+from test_missed_runs import Clock
 from test_ops_faults import S3_ENV, SilentStore, hung_s3_config, live_sink, silent_store, write_config  # noqa: F401 (a fixture)
 
 PORTS = range(19200, 19300)
@@ -152,14 +153,6 @@ def test_a_daemon_killed_during_every_first_run_shows_missed_runs(tmp_path: Path
 
 
 # --------------------------------------------------------------------------- 2. a wall clock stepped back
-
-class Clock:
-    def __init__(self, t: datetime) -> None:
-        self.t = t
-
-    def __call__(self) -> datetime:
-        return self.t
-
 
 class Monotonic:
     def __init__(self) -> None:
