@@ -20,7 +20,8 @@ Reference (once, :meth:`Multivariate.reference_extra`)
 
 Window (per batch, :meth:`Multivariate.batch_extra`)
     The squared reconstruction error of each row,
-    :math:`e = \\|z - z V V^\\top\\|^2`, is counted on the reference error grid
+    :math:`e = \\|z - z V V^\\top\\|^2 = \\|z U\\|^2` (*U*: the eigenvectors left
+    out), is counted on the reference error grid
     (:class:`~detectors.profile.NumericCounts`: mergeable, memory independent
     of the window).  Rows with a missing or infinite feature get no error
     and are excluded, which the finding's note states.
@@ -63,6 +64,8 @@ class PCAModel:
     components: np.ndarray  # d x k
     explained: float
     errors: NumericReference
+    #: the other d - k eigenvectors: a row's residual is its projection on them
+    complement: np.ndarray  # d x (d - k)
     dropped: tuple[str, ...] = ()
 
     @property
@@ -75,12 +78,22 @@ def _matrix(columns: dict[str, np.ndarray], features: tuple[str, ...], n_rows: i
     return np.column_stack(cols) if cols else np.empty((n_rows, 0))
 
 
+def _feature_rows(columns: dict[str, np.ndarray], features: tuple[str, ...], n_rows: int) -> np.ndarray:
+    """The features as the rows of a d x n float64 matrix (a missing one all NaN): elementwise work on it runs
+    along the n rows of the batch, not along the d features of a row."""
+    out = np.empty((len(features), n_rows))
+    for i, f in enumerate(features):
+        out[i] = columns[f] if f in columns else np.nan
+    return out
+
+
 def reconstruction_errors(model: PCAModel, x: np.ndarray) -> np.ndarray:
     """Squared reconstruction error of each row of ``x`` (n x d, model feature order); NaN for incomplete rows.
 
-    The residual :math:`z - z V V^\\top` is formed explicitly (the shortcut
-    :math:`\\|z\\|^2 - \\|z V\\|^2` loses the digits of an error far below
-    :math:`\\|z\\|^2`), and each error is rounded to 24 significant bits: the same row gives
+    The residual :math:`z - z V V^\\top` of a standardised row *z* is its projection on the
+    eigenvectors left out, *U* (``complement``), so the error is :math:`\\|z U\\|^2`, formed
+    directly (the shortcut :math:`\\|z\\|^2 - \\|z V\\|^2` loses the digits of an error far below
+    :math:`\\|z\\|^2`).  Each error is rounded to 24 significant bits: the same row gives
     errors a few ulps apart in the reference and in a window (the BLAS takes other paths for
     other layouts and sizes), and on discrete features, whose errors take a few values, a
     window's atom one ulp below the reference's fell into the grid bin below it and KS saw the
@@ -91,13 +104,18 @@ def reconstruction_errors(model: PCAModel, x: np.ndarray) -> np.ndarray:
     >>> bool(np.all(reconstruction_errors(m, np.array([[3.0, 7.0, np.sin(3.0)]])) >= 0))
     True
     """
-    complete = np.all(np.isfinite(x), axis=1)
+    return _errors(model, np.ascontiguousarray(np.asarray(x, dtype=np.float64).T))
+
+
+def _errors(model: PCAModel, xt: np.ndarray) -> np.ndarray:
+    """:func:`reconstruction_errors` of the columns of ``xt`` (d x n, a feature per row)."""
+    complete = np.isfinite(xt).all(axis=0)
     with np.errstate(over="ignore", invalid="ignore"):  # features near 1e300: see the end
-        z = (x - model.center) / model.scale
+        z = (xt - model.center[:, None]) / model.scale[:, None]
         if not complete.all():
-            z = np.where(complete[:, None], z, 0.0)
-        resid = z - (z @ model.components) @ model.components.T
-        err = np.einsum("ij,ij->i", resid, resid)
+            z = np.where(complete, z, 0.0)
+        q = model.complement.T @ z
+        err = np.einsum("ij,ij->j", q, q)
         mantissa, exponent = np.frexp(err)  # 24 significant bits, whatever the magnitude (no overflow)
         err = np.ldexp(np.rint(np.ldexp(mantissa, 24)), exponent - 24)
     # a complete row whose error passes float64 (features near 1e300) has the largest error there is:
@@ -133,10 +151,10 @@ def fit_pca(columns: dict[str, np.ndarray], *, features: tuple[str, ...], varian
     signs = np.sign(vecs[np.argmax(np.abs(vecs), axis=0), np.arange(vecs.shape[1])])
     vecs = vecs * np.where(signs == 0, 1.0, signs)
     proto = PCAModel(features=kept, center=center, scale=sd, components=vecs[:, :k], explained=float(share[k - 1]),
-                     errors=NumericReference.from_values(np.empty(0)), dropped=dropped)
+                     errors=NumericReference.from_values(np.empty(0)), complement=vecs[:, k:], dropped=dropped)
     err = reconstruction_errors(proto, held[:, usable])
     return PCAModel(features=kept, center=center, scale=sd, components=vecs[:, :k], explained=float(share[k - 1]),
-                    errors=NumericReference.from_values(err), dropped=dropped)
+                    errors=NumericReference.from_values(err), complement=vecs[:, k:], dropped=dropped)
 
 
 class Multivariate(Detector):
@@ -217,8 +235,8 @@ class Multivariate(Detector):
         step = -(-batch.n_rows // self.sample_rows)  # ceil: an even stride keeps the batch's time spread
         cols = {f: v[::step] for f, v in batch.numeric.items()}
         n = -(-batch.n_rows // step)
-        x = _matrix(cols, reference_extra.features, n)
-        return NumericCounts.of(reconstruction_errors(reference_extra, x), reference_extra.errors)
+        xt = _feature_rows(cols, reference_extra.features, n)
+        return NumericCounts.of(_errors(reference_extra, xt), reference_extra.errors)
 
     def score(self, summary: Profile, current: Profile, *, context: Context) -> list[Finding]:
         model: PCAModel | None = summary.extras.get(self.key)

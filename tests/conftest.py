@@ -94,6 +94,15 @@ def _restore_logging() -> Iterator[None]:
 
 
 @pytest.fixture
+def hourly(tmp_path: Path) -> Path:
+    """24 hours of 400 predictions from T0, x0 shifted by +0.8 sd from hour 18."""
+    root = tmp_path / "preds"
+    write_hourly_sink(root, start=T0, hours=24, rows_per_hour=400,
+                      shift=lambda t: 0.8 if t >= T0 + timedelta(hours=18) else 0.0)
+    return root
+
+
+@pytest.fixture
 def sink(tmp_path: Path) -> Path:
     """48 hours of predictions from T0, x0 shifted by +1 sd in the last 8 hours."""
     root = tmp_path / "preds"

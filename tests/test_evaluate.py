@@ -59,14 +59,6 @@ def rows_between(sink: Path, start: datetime, end: datetime) -> int:
     return sum(1 for v in ts.to_pylist() if lo.as_py() <= v < hi.as_py())
 
 
-@pytest.fixture
-def hourly(tmp_path: Path) -> Path:
-    root = tmp_path / "preds"
-    write_hourly_sink(root, start=T0, hours=24, rows_per_hour=400,
-                      shift=lambda t: 0.8 if t >= T0 + timedelta(hours=18) else 0.0)
-    return root
-
-
 def test_a_sliding_window_reads_only_its_new_partitions_and_equals_a_fresh_evaluation(tmp_path: Path,
                                                                                        hourly: Path) -> None:
     ev = evaluator(tmp_path, hourly)
@@ -423,9 +415,8 @@ def test_a_late_run_with_an_older_reference_keeps_what_the_newer_run_kept(tmp_pa
     hold, reading = threading.Event(), threading.Event()
     plain = ev.predictions
 
-    def held() -> Any:
-        sink = plain()
-        batches = sink.batches
+    def holding(sink: ParquetSink) -> ParquetSink:
+        batches, fork = sink.batches, sink.fork
 
         def slow(**kw: Any) -> Any:
             if kw.get("files") is not None:  # the window, not the reference
@@ -433,8 +424,12 @@ def test_a_late_run_with_an_older_reference_keeps_what_the_newer_run_kept(tmp_pa
                 assert hold.wait(30)
             yield from batches(**kw)
 
-        sink.batches = slow
+        sink.batches = slow  # type: ignore[method-assign]
+        sink.fork = lambda: holding(fork())  # type: ignore[method-assign]  # partitions read side by side
         return sink
+
+    def held() -> Any:
+        return holding(plain())
 
     ev.predictions = held  # type: ignore[method-assign]
     late = threading.Thread(target=ev.evaluate, kwargs={"at": T0 + timedelta(hours=20)})
