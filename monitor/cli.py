@@ -25,7 +25,7 @@ from detectors.registry import Registry
 
 from .config import Config, config_warnings, load_config, parse_listen
 from .durations import parse_time
-from .logs import setup_logging
+from .logs import model_context, setup_logging
 
 __all__ = ["main", "entry"]
 
@@ -131,7 +131,8 @@ def _check(args: argparse.Namespace, out: TextIO, registry: Registry | None) -> 
     for m in models:
         try:
             # one run: no partition profiles to keep for a next one
-            ev = Evaluator(config=cfg, model=m, registry=registry, reuse_partitions=False).evaluate(at=at)
+            with model_context(m.name):
+                ev = Evaluator(config=cfg, model=m, registry=registry, reuse_partitions=False).evaluate(at=at)
         except SourceError as exc:
             print(f"atalaia: model {m.name}: {exc}", file=sys.stderr)
             bad_input = True

@@ -20,7 +20,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -36,6 +36,7 @@ from detectors.registry import Registry
 from .config import Config, ModelConfig
 from .cpus import usable_cpus
 from .durations import floor_time
+from .logs import source_fields
 from .partition_store import PartitionStore
 from .profiles import Columns, WindowProfiler, reference_profile
 from .sources.parquet import ColumnKind, FileEntry, ParquetSink, coalesce, prefetch
@@ -74,9 +75,6 @@ REFERENCE_FILE = re.compile(r"(?P<model>.+)-[0-9a-f]{24}\.pkl")
 #: column: 64 MiB is 48 partitions of a model with about 80 numeric features); the rest are read every run
 MAX_REUSED_PARTITIONS = 48
 MAX_REUSED_BYTES = 64 * 2**20
-
-#: groups a run reads and counts side by side at most (one per usable CPU up to this; each holds a batch)
-SIDE_BY_SIDE = 4
 
 #: rows per counted batch: small files are joined up to it, large ones cut to it (the per-batch
 #: cost of a grid search is then small, and memory stays a few batches)
@@ -166,10 +164,8 @@ class Evaluator:
                  on_state_error: Callable[[str], None] | None = None) -> None:
         #: called with the store's name (``reference_cache``) when a write to the state dir fails
         self.on_state_error = on_state_error
-        #: threads a run counts on: ``pool`` counts a batch's columns in parallel (NumPy releases the GIL; the
-        #: daemon shares one across models), or a run reads and counts this many groups side by side
-        self.workers = max(2, usable_cpus())
-        self.pool = pool or ThreadPoolExecutor(max_workers=self.workers,
+        #: counts columns in parallel (NumPy releases the GIL); the daemon shares one across models
+        self.pool = pool or ThreadPoolExecutor(max_workers=max(2, usable_cpus()),
                                                thread_name_prefix=f"atalaia-count-{model.name}")
         self.config = config
         self.model = model
@@ -316,7 +312,7 @@ class Evaluator:
             self._building = False
         if sink.errors:
             for err in sink.errors:
-                log.error("reference for model %s: skipped %s", self.model.name, err)
+                log.error("reference for model %s: skipped %s", self.model.name, err, extra=source_fields(err))
             # a file short of a column (or holding it under another type) is so for as long as its path, size
             # and modification time, which the key holds: the build is kept in memory under the key, its errors
             # reported on every run (and built once more after a restart, not cached on disk).  A reference
@@ -444,40 +440,49 @@ class Evaluator:
         # the timestamp chooses the rows; its values only a detector reading them per batch needs
         need_timestamp = any(d.uses_batches and "timestamp" in d.batch_fields for d in self.detectors)
 
-        def read(source: ParquetSink, group: _Group, *, threads: bool) -> Iterator[pa.RecordBatch]:
-            """The group's rows in batches of about BATCH_ROWS; its skipped and pending files noted on it."""
-            batches = source.batches(columns=columns, start=start, end=end, deadline=deadline, batch_size=BATCH_ROWS,
-                                     files=group.files, need_timestamp=need_timestamp, threads=threads)
-            yield from coalesce(batches, rows=BATCH_ROWS)
-            group.errors = list(source.errors)
-            group.pending = bool(source.pending)
+        def read() -> Iterator[tuple[int, pa.RecordBatch]]:
+            for i, group in enumerate(todo):
+                batches = sink.batches(columns=columns, start=start, end=end, deadline=deadline,
+                                       batch_size=BATCH_ROWS, files=group.files, need_timestamp=need_timestamp)
+                for batch in coalesce(batches, rows=BATCH_ROWS):
+                    yield i, batch
+                group.errors = list(sink.errors)
+                group.pending = bool(sink.pending)
 
-        # each group is merged into the window's profile, in file order, as soon as it and those before it are
-        # complete (one merge order whether a partition was read now or earlier): a run holds the groups being
-        # counted and those it may keep, not a profile per partition of the window
+        # each group is merged into the window's profile, in file order, as soon as it is complete (one
+        # merge order whether a partition was read now or earlier): a run holds the group being counted and
+        # those it may keep, not a profile per partition of the window
         profile = WindowProfiler(reference=ref.profile, columns=self.columns).profile
         complete = {n: known[g.key] for n, g in enumerate(groups) if g.key in known}
         position = {id(g): n for n, g in enumerate(groups)}
         merged = 0
         fresh: dict[tuple[Any, ...], Profile] = {}
+        counting, profiler = -1, None
 
-        def finished(group: _Group, counted: Profile) -> None:
-            nonlocal profile, merged
-            complete[position[id(group)]] = counted
-            # a partition short of a file still being written is read again next run, not kept: were the
-            # writer to die, the file would be reported corrupt then instead of hidden behind a kept profile
-            if group.key in keepable and not group.errors and not group.pending:
-                fresh[group.key] = counted
+        def count_until(i: int) -> None:
+            """Finish every group before ``todo[i]`` (a group without batches is empty) and start ``todo[i]``."""
+            nonlocal profile, merged, counting, profiler
+            while counting < i:
+                if profiler is not None:
+                    group = todo[counting]
+                    complete[position[id(group)]] = profiler.profile
+                    # a partition short of a file still being written is read again next run, not kept: were the
+                    # writer to die, the file would be reported corrupt then instead of hidden behind a kept profile
+                    if group.key in keepable and not group.errors and not group.pending:
+                        fresh[group.key] = profiler.profile
+                counting += 1
+                profiler = WindowProfiler(reference=ref.profile, columns=self.columns, detectors=self.detectors,
+                                          pool=self.pool) if counting < len(todo) else None
             while merged in complete:
                 profile = profile.merge(complete.pop(merged))
                 merged += 1
 
         try:
-            count = self._count_side_by_side if _side_by_side(todo) else self._count_in_turn
-            count(todo, sink=sink, read=read, reference=ref.profile, finished=finished)
-            while merged in complete:  # reused partitions after the last one read (or none read)
-                profile = profile.merge(complete.pop(merged))
-                merged += 1
+            # the read-ahead thread is named after the model (a thread dump of a daemon says whose read hangs)
+            for i, batch in prefetch(read(), name=f"atalaia-read-{self.model.name}"):
+                count_until(i)
+                profiler.add(batch)  # type: ignore[union-attr]
+            count_until(len(todo))
         except SourceTimeout:
             # the partitions finished before the deadline are kept: the next run goes on from them, so a
             # window that takes longer than the timeout to read cold is read over several runs
@@ -488,7 +493,7 @@ class Evaluator:
         if reuse:
             self._keep(fresh, ref.key, start)
         for err in errors:
-            log.error("model %s: skipped %s", self.model.name, err)
+            log.error("model %s: skipped %s", self.model.name, err, extra=source_fields(err))
         errors = [*ref.errors, *errors]  # the reference's were logged as it was built
         ctx = Context(model=self.model.name, window_start=start, window_end=end)
         findings: list[Finding] = []
@@ -497,70 +502,12 @@ class Evaluator:
             try:
                 findings += det.score(summary, profile, context=ctx)
             except Exception as exc:  # one failing detector (a plugin's, a kernel's edge case) costs only its findings
-                log.exception("model %s: detector %s failed", self.model.name, det.name)
+                log.exception("model %s: detector %s failed", self.model.name, det.name, extra={"detector": det.name})
                 failed.append(f"detector {det.name} failed: {type(exc).__name__}: {exc}")
         return Evaluation(model=self.model.name, window_start=start, window_end=end, findings=findings,
                           rows=profile.n_rows, reference_rows=ref.profile.n_rows, errors=errors,
                           duration_seconds=self.monotonic() - t0, reference_cached=cached,
                           partitions_reused=len(known), detector_failures=failed)
-
-    def _count_in_turn(self, todo: Sequence[_Group], *, sink: ParquetSink, read: _Reader, reference: Profile,
-                       finished: Callable[[_Group, Profile], None]) -> None:
-        """Count the groups one after the other: one thread reads ahead (Arrow decoding each file's columns
-        on its own threads) while each batch's columns are counted on the pool."""
-        def batches() -> Iterator[tuple[int, pa.RecordBatch]]:
-            for i, group in enumerate(todo):
-                for batch in read(sink, group, threads=True):
-                    yield i, batch
-
-        counting, profiler = -1, None
-
-        def count_until(i: int) -> None:
-            """Finish every group before ``todo[i]`` (a group without batches is empty) and start ``todo[i]``."""
-            nonlocal counting, profiler
-            while counting < i:
-                if profiler is not None:
-                    finished(todo[counting], profiler.profile)
-                counting += 1
-                profiler = WindowProfiler(reference=reference, columns=self.columns, detectors=self.detectors,
-                                          pool=self.pool) if counting < len(todo) else None
-
-        for i, batch in prefetch(batches()):
-            count_until(i)
-            profiler.add(batch)  # type: ignore[union-attr]
-        count_until(len(todo))
-
-    def _count_side_by_side(self, todo: Sequence[_Group], *, sink: ParquetSink, read: _Reader,
-                            reference: Profile, finished: Callable[[_Group, Profile], None]) -> None:
-        """Count the groups side by side, each read and counted on one thread (at most :data:`SIDE_BY_SIDE`
-        at a time, each holding a batch): no hand-over between a reader and the counters and no wait for a
-        batch's last column (at 1M rows in 10 partitions about a tenth less CPU and time than
-        :meth:`_count_in_turn`).  On an error (a timeout) the groups already counted are still passed to
-        ``finished``, those not started are dropped, and the error is raised."""
-        def count(group: _Group) -> Profile:
-            source = sink.fork()  # its own errors and pending files
-            profiler = WindowProfiler(reference=reference, columns=self.columns, detectors=self.detectors)
-            for batch in read(source, group, threads=False):
-                profiler.add(batch)
-            return profiler.profile
-
-        # threads of the run's own, not the shared pool: a read that hangs (an object store) holds up this run
-        # only, which its timeout abandons, and not every model's counting
-        readers = ThreadPoolExecutor(max_workers=min(self.workers, len(todo), SIDE_BY_SIDE),
-                                     thread_name_prefix=f"atalaia-read-{self.model.name}")
-        futures: list[Future[Profile] | None] = [readers.submit(count, group) for group in todo]
-        try:
-            for i, group in enumerate(todo):
-                counted = futures[i].result()  # type: ignore[union-attr]
-                futures[i] = None  # a future holds its result: a run holds no profile per partition
-                finished(group, counted)
-        except BaseException:
-            for group, future in zip(todo, futures, strict=True):
-                if future is not None and not future.cancel() and future.done() and future.exception() is None:
-                    finished(group, future.result())
-            raise
-        finally:
-            readers.shutdown(wait=False, cancel_futures=True)
 
     def _keep(self, fresh: dict[tuple[Any, ...], Profile], reference_key: str, start: datetime) -> None:
         with self._partitions_lock:
@@ -612,21 +559,6 @@ LASTING_REASONS = frozenset({"missing_column", "retyped_column"})
 
 #: at most this many footers are read at once for a reference's cache key (each is mostly waiting on IO)
 FOOTER_READERS = 8
-
-
-#: reads one group's batches from a sink: ``read(sink, group, threads=...)``
-_Reader = Callable[..., Iterator[pa.RecordBatch]]
-
-
-def _side_by_side(todo: Sequence[_Group]) -> bool:
-    """Whether to count the groups to read side by side, one per thread (:meth:`Evaluator._count_side_by_side`):
-    when there are two or more and none holds more than half of the bytes to read.  A group is then decoded on
-    one thread, so a dominant one (a flat sink's files, all in one group) is better read in turn, its columns
-    decoded and counted in parallel."""
-    if len(todo) < 2:
-        return False
-    sizes = [sum(f.size for f in g.files) for g in todo]
-    return 2 * max(sizes) <= sum(sizes)
 
 
 def _each(fn: Callable[[FileEntry], bool], files: dict[Any, FileEntry], *, threads: int) -> dict[Any, bool]:

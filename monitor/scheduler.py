@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import contextvars
 import functools
 import logging
 import shutil
@@ -76,6 +77,7 @@ from detectors.registry import Registry
 from .config import Config, ModelConfig, config_warnings, parse_listen
 from .cpus import usable_cpus
 from .evaluate import REFERENCE_FILE, Evaluation, Evaluator, ReferenceBuildTimeout, RunProgress, cache_version
+from .logs import model_context, source_fields
 from .exporter import MISSED_RUNS_CAP, FindingsCollector, LatestFindings, MetricsServer, MissedRuns, Telemetry
 from .partition_store import PartitionStore
 from .state import RUNNING, DirLock, RunRecord, StateStore, StateStoreError, is_corruption
@@ -334,7 +336,12 @@ class Daemon:
 
     # -- one run --------------------------------------------------------------
     def run_model(self, name: str, *, at: datetime | None = None) -> str:
-        """Evaluate one model now (the scheduler's job); returns the outcome."""
+        """Evaluate one model now (the scheduler's job); returns the outcome.  Every line it logs names the model
+        (``model`` in JSON logs, see :mod:`.logs`), those of the threads it starts too."""
+        with model_context(name):
+            return self._run_model(name, at=at)
+
+    def _run_model(self, name: str, *, at: datetime | None) -> str:
         model = self.config.model(name)
         self._fired(name)
         at = at or self.clock()
@@ -378,7 +385,8 @@ class Daemon:
             finally:
                 worker.done.set()
 
-        worker = _Worker(thread=threading.Thread(target=work, name=f"atalaia-eval-{model.name}", daemon=True))
+        worker = _Worker(thread=threading.Thread(target=contextvars.copy_context().run, args=(work,),
+                                                 name=f"atalaia-eval-{model.name}", daemon=True))
         worker.thread.start()
         if not worker.done.wait(timeout + 1.0):
             self._abandoned.setdefault(model.name, []).append(worker)
@@ -403,7 +411,7 @@ class Daemon:
                 return None, "timeout", str(exc)
             if isinstance(exc, SourceError):
                 self.telemetry.source_errors.labels(model.name, exc.reason).inc()
-                log.error("model %s: %s", model.name, exc)
+                log.error("model %s: %s", model.name, exc, extra=source_fields(exc))
                 return None, "error", str(exc)
             log.error("model %s: evaluation failed: %s", model.name, exc, exc_info=exc)
             return None, "error", f"{type(exc).__name__}: {exc}"
@@ -433,7 +441,10 @@ class Daemon:
                                      (f"{ev.partitions_reused} partitions reused", ev.partitions_reused)) if on]
             log.info("model %s: window %s..%s, %d rows, %d findings, %d warn/alert, %.3fs%s", model.name,
                      ev.window_start.isoformat(), ev.window_end.isoformat(), ev.rows, len(ev.findings),
-                     len(breaches), duration, f" ({', '.join(notes)})" if notes else "")
+                     len(breaches), duration, f" ({', '.join(notes)})" if notes else "",
+                     extra={"outcome": outcome, "rows": ev.rows, "findings": len(ev.findings),
+                            "breaches": len(breaches), "duration_seconds": round(duration, 6),
+                            "partitions_reused": ev.partitions_reused})
         try:
             self.state.record_run(RunRecord(
                 model=model.name, started_at=at, window_start=ev.window_start if ev else at - model.window,
@@ -462,10 +473,11 @@ class Daemon:
         self.telemetry.runs.labels(name, "skipped").inc()
         # the only line for it: APScheduler's own warnings for these are filtered out (see monitor.logs)
         if event.code == EVENT_JOB_MAX_INSTANCES:
-            log.warning("model %s: run skipped: the previous run is still going (outcome=skipped)", name)
+            log.warning("model %s: run skipped: the previous run is still going (outcome=skipped)", name,
+                        extra={"model": name, "outcome": "skipped"})
         else:
             log.warning("model %s: run skipped: its firing was missed by more than the misfire grace time "
-                        "(outcome=skipped)", name)
+                        "(outcome=skipped)", name, extra={"model": name, "outcome": "skipped"})
 
     # -- the watchdog -----------------------------------------------------------
     def _next_gap(self, name: str) -> timedelta:

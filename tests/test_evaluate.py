@@ -415,8 +415,9 @@ def test_a_late_run_with_an_older_reference_keeps_what_the_newer_run_kept(tmp_pa
     hold, reading = threading.Event(), threading.Event()
     plain = ev.predictions
 
-    def holding(sink: ParquetSink) -> ParquetSink:
-        batches, fork = sink.batches, sink.fork
+    def held() -> Any:
+        sink = plain()
+        batches = sink.batches
 
         def slow(**kw: Any) -> Any:
             if kw.get("files") is not None:  # the window, not the reference
@@ -424,12 +425,8 @@ def test_a_late_run_with_an_older_reference_keeps_what_the_newer_run_kept(tmp_pa
                 assert hold.wait(30)
             yield from batches(**kw)
 
-        sink.batches = slow  # type: ignore[method-assign]
-        sink.fork = lambda: holding(fork())  # type: ignore[method-assign]  # partitions read side by side
+        sink.batches = slow
         return sink
-
-    def held() -> Any:
-        return holding(plain())
 
     ev.predictions = held  # type: ignore[method-assign]
     late = threading.Thread(target=ev.evaluate, kwargs={"at": T0 + timedelta(hours=20)})

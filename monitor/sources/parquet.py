@@ -26,7 +26,7 @@ and spare the filter for those wholly inside it.
 
 from __future__ import annotations
 
-import dataclasses
+import contextvars
 import json
 import logging
 import os
@@ -165,11 +165,6 @@ class ParquetSink:
         fs, root = make_filesystem(uri, **fs_options)  # type: ignore[arg-type]
         return cls(uri=uri, timestamp=timestamp, filesystem=fs, root=root, in_progress_grace=in_progress_grace)
 
-    def fork(self) -> ParquetSink:
-        """The same sink (its filesystem shared) with :attr:`errors` and :attr:`pending` of its own: for
-        reading several files of it side by side."""
-        return dataclasses.replace(self, errors=[], pending=[])
-
     # -- discovery ------------------------------------------------------------
     def files(self, start: datetime | None = None, end: datetime | None = None) -> list[FileEntry]:
         """Parquet files under the sink whose partition span overlaps ``[start, end)``."""
@@ -209,8 +204,7 @@ class ParquetSink:
     # -- reading --------------------------------------------------------------
     def batches(self, *, columns: Mapping[str, ColumnKind], start: datetime | None = None,
                 end: datetime | None = None, batch_size: int = 262_144, deadline: float | None = None,
-                files: Sequence[FileEntry] | None = None, need_timestamp: bool = True,
-                threads: bool = True) -> Iterator[pa.RecordBatch]:
+                files: Sequence[FileEntry] | None = None, need_timestamp: bool = True) -> Iterator[pa.RecordBatch]:
         """Record batches of ``columns`` for rows with ``start <= timestamp < end``.
 
         ``files``: read these (from :meth:`files`) instead of listing the sink.
@@ -218,8 +212,7 @@ class ParquetSink:
         decoded where the footer settles that: row groups wholly inside the window (a partition inside it, or
         a group whose statistics lie inside it) that the footer counts no null timestamps in come without
         the column (decoding timestamps costs about a fifth of reading a wide table).
-        ``threads``: decode a file's columns on Arrow's thread pool (``False`` when the caller reads several
-        files side by side).  Bad files are skipped and appended to :attr:`errors`.
+        Bad files are skipped and appended to :attr:`errors`.
         """
         self.errors = []
         self.pending = []
@@ -237,7 +230,7 @@ class ParquetSink:
             with source:
                 yield from self._file_batches(entry, source, columns=columns, names=names, start=start, end=end,
                                               batch_size=batch_size, deadline=deadline,
-                                              need_timestamp=need_timestamp, threads=threads)
+                                              need_timestamp=need_timestamp)
 
     def holds_rows(self, entry: FileEntry, start: datetime, end: datetime) -> bool:
         """Whether a file holds rows with ``start <= timestamp < end``: by its footer's timestamp
@@ -262,10 +255,12 @@ class ParquetSink:
 
     def _file_batches(self, entry: FileEntry, source: pa.NativeFile, *, columns: Mapping[str, ColumnKind],
                       names: list[str], start: datetime | None, end: datetime | None, batch_size: int,
-                      deadline: float | None, need_timestamp: bool = True,
-                      threads: bool = True) -> Iterator[pa.RecordBatch]:
+                      deadline: float | None, need_timestamp: bool = True) -> Iterator[pa.RecordBatch]:
+        # an object store: a row group's column chunks fetched in a few coalesced requests (one row group at a
+        # time, below, so a file is never buffered whole); a local file is read as it is decoded
+        remote = not isinstance(self.filesystem, pafs.LocalFileSystem)
         try:
-            pf = pq.ParquetFile(source, pre_buffer=True)
+            pf = pq.ParquetFile(source, pre_buffer=remote)
             schema = pf.schema_arrow
         except (pa.ArrowInvalid, OSError) as exc:
             age = self.wall_clock() - entry.mtime_ns / 1e9
@@ -273,7 +268,7 @@ class ParquetSink:
             if grace > 0 and age < grace:  # a writer appending row groups writes the footer last
                 log.info("%s: no readable footer yet, modified %.0f s ago (in_progress_grace %.0f s): taken as "
                          "still being written and left for a later run (%s)", entry.path, max(age, 0.0), grace,
-                         _short(exc))
+                         _short(exc), extra={"file": entry.path})
                 self.pending.append(entry.path)
                 return
             self.errors.append(SourceError(f"unreadable Parquet file: {_short(exc)}", path=entry.path,
@@ -313,8 +308,10 @@ class ParquetSink:
                 if not need_timestamp and not needs_filter and self.timestamp in names and len(names) > 1 \
                         and (not windowed or _all_dated(pf, self.timestamp, groups)):
                     read = [n for n in names if n != self.timestamp]
-                for batch in pf.iter_batches(batch_size=batch_size, row_groups=groups, columns=read,
-                                             use_threads=threads):
+                batches = (b for chunk in ([[g] for g in groups] if remote else [groups])
+                           for b in pf.iter_batches(batch_size=batch_size, row_groups=chunk, columns=read,
+                                                    use_threads=True))
+                for batch in batches:
                     if windowed and read is names and (nulls := batch.column(self.timestamp).null_count):
                         undated += nulls
                         if not needs_filter:
@@ -332,7 +329,8 @@ class ParquetSink:
             self.errors.append(SourceError(f"failed while reading: {_short(exc)}", path=entry.path,
                                            reason="corrupt"))
         if undated:
-            log.warning("%s: left out %d rows whose %s is null", entry.path, undated, self.timestamp)
+            log.warning("%s: left out %d rows whose %s is null", entry.path, undated, self.timestamp,
+                        extra={"file": entry.path, "column": self.timestamp})
 
     def read_table(self, *, columns: Mapping[str, ColumnKind], start: datetime | None = None,
                    end: datetime | None = None, deadline: float | None = None) -> pa.Table:
@@ -557,13 +555,14 @@ def coalesce(batches: Iterable[pa.RecordBatch], *, rows: int) -> Iterator[pa.Rec
         yield joined()
 
 
-def prefetch(batches: Iterator[pa.RecordBatch], *, depth: int = 2) -> Iterator[pa.RecordBatch]:
+def prefetch(batches: Iterator[pa.RecordBatch], *, depth: int = 2,
+             name: str = "atalaia-read") -> Iterator[pa.RecordBatch]:
     """Read ahead on a helper thread so decoding overlaps with profiling (both release the GIL).
 
     ``depth`` batches wait at most: 1 to 4 run equally fast (interleaved runs at 1M and 10M
     rows), and each one more holds a batch longer (Arrow's peak grew by 10-20 MB from 2 to 4).
     Exceptions raised by the reader are re-raised in the consumer; closing the
-    consumer early stops the reader.
+    consumer early stops the reader.  ``name``: the reader thread's (a thread dump shows whose read it is).
     """
     import queue
     import threading
@@ -590,7 +589,8 @@ def prefetch(batches: Iterator[pa.RecordBatch], *, depth: int = 2) -> Iterator[p
         except BaseException as exc:  # handed to the consumer
             put(("error", exc))
 
-    t = threading.Thread(target=produce, name="atalaia-read", daemon=True)
+    # a copy of the consumer's context: the reader's log lines name the model whose run it reads for
+    t = threading.Thread(target=contextvars.copy_context().run, args=(produce,), name=name, daemon=True)
     t.start()
     try:
         while True:

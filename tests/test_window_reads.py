@@ -1,6 +1,6 @@
-"""How a run reads its window: partitions counted side by side on threads of the run's own, or in turn with
-each batch's columns counted on the shared pool, give the same findings to the last bit; a timestamp column the
-footer settles is not decoded; a read that hangs holds up only its own run."""
+"""How a run reads its window: a timestamp column the footer settles is not decoded, a detector that reads
+timestamps still gets them, a read that hangs holds up only its own run, and multivariate's errors come from
+the eigenvectors its model leaves out."""
 
 from __future__ import annotations
 
@@ -16,12 +16,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-import monitor.evaluate as evaluate_module
 from detectors.multivariate import Multivariate, reconstruction_errors
 from monitor.config import parse_config
 from monitor.evaluate import Evaluator
 from monitor.sources.parquet import ParquetSink
-from tests.conftest import T0, hour_dir, model_config, settled
+from tests.conftest import T0, hour_dir, model_config
 from tests.test_evaluate import results
 
 DETECTORS = [{"type": t} for t in ("psi", "ks", "wasserstein", "mean_shift", "anderson_darling", "chi2",
@@ -32,65 +31,6 @@ REFERENCE = {"start": T0.isoformat(), "end": (T0 + timedelta(hours=12)).isoforma
 def config(tmp_path: Path, sink: Path, *, name: str = "m1", window: str = "6h") -> Any:
     return parse_config({"state_dir": str(tmp_path / "state"), "models": [
         model_config(pred_path=str(sink), name=name, window=window, detectors=DETECTORS, reference=REFERENCE)]})
-
-
-@pytest.fixture
-def reading_threads(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
-    """The names of the threads that read each batch of a window, by the sink's root (reference reads left out)."""
-    names: dict[str, list[str]] = {}
-    plain = ParquetSink.batches
-
-    def batches(self: ParquetSink, **kw: Any) -> Any:
-        for batch in plain(self, **kw):
-            if kw.get("files") is not None:  # the window's, not the reference's
-                names.setdefault(Path(self.root).name, []).append(threading.current_thread().name)
-            yield batch
-
-    monkeypatch.setattr(ParquetSink, "batches", batches)
-    return names
-
-
-@pytest.mark.parametrize("at", [T0 + timedelta(hours=20), T0 + timedelta(hours=20, minutes=30)],
-                         ids=["on the hour", "mid-hour: two edge partitions filtered"])
-def test_side_by_side_and_in_turn_give_the_same_findings_errors_and_kept_partitions(
-        tmp_path: Path, hourly: Path, at: datetime, monkeypatch: pytest.MonkeyPatch,
-        reading_threads: dict[str, list[str]]) -> None:
-    bad = hour_dir(hourly, T0 + timedelta(hours=16)) / "part-1.parquet"
-    bad.write_bytes(b"not parquet")
-    settled(bad)
-    runs = {}
-    for side_by_side in (True, False):
-        monkeypatch.setattr(evaluate_module, "_side_by_side", lambda todo, _s=side_by_side: _s)
-        ev = Evaluator(config=config(tmp_path, hourly), model=config(tmp_path, hourly).models[0])
-        run = ev.evaluate(at=at)
-        again = ev.evaluate(at=at)
-        runs[side_by_side] = (run, again, reading_threads.pop("preds"), set(ev._partitions))
-    (run, again, threads, kept), (run2, again2, threads2, kept2) = runs[True], runs[False]
-    assert results(run) == results(run2) and results(again) == results(again2)
-    assert run.rows == run2.rows > 0 and [str(e) for e in run.errors] == [str(e) for e in run2.errors]
-    assert len(run.errors) == 1 and str(bad) in str(run.errors[0])
-    assert kept == kept2 and again.partitions_reused == again2.partitions_reused == len(kept) > 0
-    assert {t.rsplit("_", 1)[0] for t in threads} == {"atalaia-read-m1"}  # the run's own threads
-    assert set(threads2) == {"atalaia-read"}  # the read-ahead thread of a run in turn
-    assert any(f.status != "ok" for f in run.findings)  # the planted shift is seen both ways
-
-
-def test_a_flat_sink_is_read_in_turn_and_hourly_partitions_side_by_side(
-        tmp_path: Path, hourly: Path, reading_threads: dict[str, list[str]]) -> None:
-    flat = tmp_path / "flat"
-    flat.mkdir()
-    for i, path in enumerate(sorted(hourly.rglob("*.parquet"))):
-        (flat / f"part-{i:02d}.parquet").write_bytes(path.read_bytes())
-    at = T0 + timedelta(hours=20)
-    by_hour = Evaluator(config=config(tmp_path, hourly), model=config(tmp_path, hourly).models[0])
-    in_flat = Evaluator(config=config(tmp_path, flat, name="m2"), model=config(tmp_path, flat, name="m2").models[0])
-    hours, flat_run = by_hour.evaluate(at=at), in_flat.evaluate(at=at)
-    hour_threads, flat_threads = reading_threads["preds"], reading_threads["flat"]
-    assert {t.rsplit("_", 1)[0] for t in hour_threads} == {"atalaia-read-m1"}
-    assert set(flat_threads) == {"atalaia-read"}  # one group (no partitions): its columns counted in parallel
-    assert hours.rows == flat_run.rows == 6 * 400
-    for a, b in zip(results(hours), results(flat_run), strict=True):  # merged in another order: the last bits
-        assert a[3] == pytest.approx(b[3], rel=1e-12) and a[4] == pytest.approx(b[4], rel=1e-9) and a[5:7] == b[5:7]
 
 
 def test_a_read_that_hangs_holds_up_only_its_own_run(tmp_path: Path, hourly: Path,
@@ -106,7 +46,7 @@ def test_a_read_that_hangs_holds_up_only_its_own_run(tmp_path: Path, hourly: Pat
     plain = ParquetSink.batches
 
     def batches(self: ParquetSink, **kw: Any) -> Any:
-        if threading.current_thread().name.startswith("atalaia-read-hung"):  # the hung model's window reads
+        if threading.current_thread().name == "atalaia-read-hung":  # the hung model's read-ahead thread
             waiting.set()
             release.wait(60)
         yield from plain(self, **kw)
@@ -225,3 +165,16 @@ def test_reconstruction_errors_from_the_left_out_eigenvectors_equal_the_explicit
     np.testing.assert_allclose(reconstruction_errors(model, x), explicit, rtol=1e-6)
     basis = np.hstack([model.components, model.complement])
     np.testing.assert_allclose(basis.T @ basis, np.eye(len(model.features)), atol=1e-12)
+
+
+def test_a_window_read_without_its_timestamps_gives_the_same_findings(tmp_path: Path, hourly: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    at = T0 + timedelta(hours=20, minutes=30)  # five whole partitions without the column, two edges with it
+    cfg = config(tmp_path, hourly)
+    skipped = Evaluator(config=cfg, model=cfg.models[0], reuse_partitions=False).evaluate(at=at)
+    plain = ParquetSink.batches
+    monkeypatch.setattr(ParquetSink, "batches", lambda self, **kw: plain(self, **(kw | {"need_timestamp": True})))
+    decoded = Evaluator(config=cfg, model=cfg.models[0], reuse_partitions=False).evaluate(at=at)
+    assert results(skipped) == results(decoded)
+    assert skipped.rows == decoded.rows > 5 * 400
+    assert any(f.status != "ok" for f in skipped.findings)
