@@ -91,9 +91,11 @@ def reconstruction_errors(model: PCAModel, x: np.ndarray) -> np.ndarray:
     """Squared reconstruction error of each row of ``x`` (n x d, model feature order); NaN for incomplete rows.
 
     The residual :math:`z - z V V^\\top` of a standardised row *z* is its projection on the
-    eigenvectors left out, *U* (``complement``), so the error is :math:`\\|z U\\|^2`, formed
-    directly (the shortcut :math:`\\|z\\|^2 - \\|z V\\|^2` loses the digits of an error far below
-    :math:`\\|z\\|^2`).  Each error is rounded to 24 significant bits: the same row gives
+    eigenvectors left out, *U* (``complement``), so the error is :math:`\\|z U\\|^2`; when more
+    eigenvectors are left out than twice those kept, the residual itself is cheaper and is formed
+    instead.  Either way the error is formed directly (the shortcut
+    :math:`\\|z\\|^2 - \\|z V\\|^2` loses the digits of an error far below :math:`\\|z\\|^2`).
+    Each error is rounded to 24 significant bits: the same row gives
     errors a few ulps apart in the reference and in a window (the BLAS takes other paths for
     other layouts and sizes), and on discrete features, whose errors take a few values, a
     window's atom one ulp below the reference's fell into the grid bin below it and KS saw the
@@ -114,7 +116,12 @@ def _errors(model: PCAModel, xt: np.ndarray) -> np.ndarray:
         z = (xt - model.center[:, None]) / model.scale[:, None]
         if not complete.all():
             z = np.where(complete, z, 0.0)
-        q = model.complement.T @ z
+        # the cheaper of two exact forms: zU costs d(d-k) per row, z - V(V'z) costs 2dk (features strongly
+        # correlated, few components kept: the residual)
+        if model.complement.shape[1] <= 2 * model.n_components:
+            q = model.complement.T @ z
+        else:
+            q = z - model.components @ (model.components.T @ z)
         err = np.einsum("ij,ij->j", q, q)
         mantissa, exponent = np.frexp(err)  # 24 significant bits, whatever the magnitude (no overflow)
         err = np.ldexp(np.rint(np.ldexp(mantissa, 24)), exponent - 24)

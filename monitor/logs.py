@@ -15,6 +15,7 @@ import contextlib
 import contextvars
 import json
 import logging
+import math
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -81,6 +82,19 @@ class TextFormatter(logging.Formatter):
         return utc_stamp(record.created)
 
 
+#: the keys of a JSON line's own
+_OWN_KEYS = frozenset({"time", "level", "logger", "message", "exception"})
+
+
+def _plain(value: Any) -> Any:
+    """A field's value as JSON holds it: a NumPy scalar as the number, a NaN or infinity as ``null``."""
+    if hasattr(value, "item") and getattr(value, "shape", None) == ():  # NumPy scalars and 0-d arrays
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per record: ``time`` (ISO-8601 UTC), ``level``, ``logger``, ``message``, then the
     record's own fields (``model``, ``file``, ``column``, ``reason``, a run's ``rows``…), then ``exception``."""
@@ -92,12 +106,17 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        for key, value in record.__dict__.items():
-            if key not in _RECORD_FIELDS and key not in doc and not key.startswith("_"):
-                doc[key] = value
+        fields = {k: v for k, v in record.__dict__.items() if k not in _RECORD_FIELDS and not k.startswith("_")}
+        for key, value in fields.items():  # one named like a key of the line's own is kept beside it
+            doc[f"extra_{key}" if key in _OWN_KEYS else key] = _plain(value)
         if record.exc_info:
             doc["exception"] = self.formatException(record.exc_info)
-        return json.dumps(doc, default=str)
+        try:
+            return json.dumps(doc, default=str, allow_nan=False)
+        except (TypeError, ValueError, RecursionError) as exc:  # a value no JSON can hold: the line is not lost
+            own = {k: doc[k] for k in _OWN_KEYS if k in doc}
+            return json.dumps(own | {k: repr(v) for k, v in doc.items() if k not in own}
+                              | {"log_error": f"{type(exc).__name__}: {exc}"}, default=str)
 
 
 def drop_apscheduler_duplicates(record: logging.LogRecord) -> bool:

@@ -109,3 +109,16 @@ def test_the_daemons_json_lines_name_the_model_the_file_and_the_runs_figures(tmp
     assert runs["wide"]["outcome"] == "partial" and runs["narrow"]["outcome"] == "success"
     assert runs["narrow"]["rows"] > 0 and runs["wide"]["rows"] >= 5 * 300 and runs["wide"]["findings"] > 0
     assert isinstance(runs["wide"]["duration_seconds"], float)
+
+
+def test_odd_field_values_never_cost_the_line() -> None:
+    import numpy as np
+
+    loop: list[Any] = []
+    loop.append(loop)
+    a, b, c = json_lines([("odd", {"rows": np.int64(3), "ratio": float("nan"), "level": "mine"}),
+                          ("nested nan", {"values": [1.0, float("inf")]}),
+                          ("a loop", {"loop": loop})])
+    assert (a["rows"], a["ratio"], a["level"], a["extra_level"]) == (3, None, "error", "mine")
+    assert b["message"] == "nested nan" and "log_error" in b and b["values"] == "[1.0, inf]"
+    assert c["message"] == "a loop" and "log_error" in c and c["level"] == "error"

@@ -149,20 +149,31 @@ def test_a_detector_that_reads_timestamps_per_batch_still_gets_them(tmp_path: Pa
 
 # --------------------------------------------------------------------------- multivariate's complement
 
-def test_reconstruction_errors_from_the_left_out_eigenvectors_equal_the_explicit_residual() -> None:
-    rng = np.random.default_rng(11)
-    a = rng.normal(size=6000)
-    cols = {"a": a, "b": 0.9 * a + 0.3 * rng.normal(size=6000), "c": rng.normal(size=6000),
-            "d": rng.exponential(size=6000), "e": -a + 0.1 * rng.normal(size=6000)}
+@pytest.mark.parametrize("latent", [None, 2], ids=["most components kept: from those left out",
+                                                   "two of twelve kept: the residual"])
+def test_reconstruction_errors_equal_the_explicit_residual(latent: int | None) -> None:
     from detectors.base import Batch
+    rng = np.random.default_rng(11)
+    if latent is None:
+        a = rng.normal(size=6000)
+        cols = {"a": a, "b": 0.9 * a + 0.3 * rng.normal(size=6000), "c": rng.normal(size=6000),
+                "d": rng.exponential(size=6000), "e": -a + 0.1 * rng.normal(size=6000)}
+    else:  # strongly correlated features: few components, many left out
+        factors = rng.normal(size=(latent, 6000))
+        cols = {f"f{i}": rng.normal(size=latent) @ factors + 0.05 * rng.normal(size=6000) for i in range(12)}
     model = Multivariate(variance=0.8).reference_extra(Batch(n_rows=6000, numeric=cols, categorical={}, sensitive={},
                                                              timestamp=np.zeros(0, np.int64)))
-    assert model is not None and 0 < model.n_components < 5
+    assert model is not None and 0 < model.n_components < len(model.features)
+    if latent is not None:
+        assert model.n_components == latent and model.complement.shape[1] > 2 * model.n_components
     x = np.column_stack([rng.normal(size=500) * 3 for _ in model.features])
+    x[3, 1] = np.nan  # an incomplete row has no error
     z = (x - model.center) / model.scale
     v = model.components
     explicit = np.sum((z - (z @ v) @ v.T) ** 2, axis=1)
-    np.testing.assert_allclose(reconstruction_errors(model, x), explicit, rtol=1e-6)
+    got = reconstruction_errors(model, x)
+    assert np.isnan(got[3]) and np.isnan(explicit[3])
+    np.testing.assert_allclose(got, explicit, rtol=1e-6)
     basis = np.hstack([model.components, model.complement])
     np.testing.assert_allclose(basis.T @ basis, np.eye(len(model.features)), atol=1e-12)
 
