@@ -283,7 +283,10 @@ class Daemon:
         for r in died:
             if r.model in self.evaluators:
                 log.warning("model %s: the run started at %s did not finish: the daemon died during it (killed, out "
-                            "of memory?); recorded as outcome error", r.model, r.started_at.isoformat())
+                            "of memory?); recorded as outcome error", r.model, r.started_at.isoformat(),
+                            extra={"model": r.model, "outcome": "error"})
+                # counted by this process: a crash loop shows in the error rate of atalaia_runs_total too
+                self.telemetry.runs.labels(r.model, "error").inc()
         for name in self.evaluators:
             run = self.state.last_success(name)
             recorded = self.state.runs(name, limit=MISSED_RUNS_CAP)  # newest first

@@ -149,6 +149,8 @@ def test_a_daemon_killed_during_every_first_run_shows_missed_runs(tmp_path: Path
     m = third.metrics()
     # the two dead processes' start-up runs and this one's (hourly: no firing came due in between)
     assert m.get("atalaia_missed_runs", model="m1") == 3, m.text
+    # the second process's run, completed as error by this one, is in this one's error count
+    assert m.get("atalaia_runs_total", model="m1", outcome="error") == 1, m.text
     # its own start-up run is recorded when APScheduler fires it, which may come after /healthz answers
     wait_for(lambda: [o for o, _ in db_runs(state)] == ["error", "error", RUNNING], timeout=START_TIMEOUT,
              what="the third process's start-up run to be recorded as running", daemon=third)
