@@ -89,9 +89,9 @@ def test_the_daemons_json_lines_name_the_model_the_file_and_the_runs_figures(tmp
         "x0": [0.0, 1.0], "x1": [0.0, 1.0], "x2": [1.0, 1.0], "c": ["a", "b"], "score": [0.5, 0.5], "pred": [1, 0],
     }), undated)
     config = write_config(tmp_path, [
-        # a 6-hour window: its whole partitions are read side by side on the run's threads
+        # a 6-hour window: five whole partitions (one with a corrupt file, one with a null timestamp)
         model_config(name="wide", pred_path=str(tmp_path / "preds"), reference=ref, every="1s", window="6h"),
-        # a 1-hour window: two edge partitions, read in turn by the run's read-ahead thread
+        # a 1-hour window: two edge partitions, neither with a bad file
         model_config(name="narrow", pred_path=str(tmp_path / "preds"), reference=ref, every="1s"),
     ], log={"format": "json", "level": "info"})
     d = daemons(config)
