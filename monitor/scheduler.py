@@ -77,8 +77,8 @@ from detectors.registry import Registry
 from .config import Config, ModelConfig, config_warnings, parse_listen
 from .cpus import usable_cpus
 from .evaluate import REFERENCE_FILE, Evaluation, Evaluator, ReferenceBuildTimeout, RunProgress, cache_version
-from .logs import model_context, source_fields
 from .exporter import MISSED_RUNS_CAP, FindingsCollector, LatestFindings, MetricsServer, MissedRuns, Telemetry
+from .logs import model_context, source_fields
 from .partition_store import PartitionStore
 from .state import RUNNING, DirLock, RunRecord, StateStore, StateStoreError, is_corruption
 
