@@ -28,7 +28,13 @@ Tests (:func:`homogeneity_table`, :func:`merge_sparse`)
     column; if that column is still sparse it is merged into the smallest
     remaining column.  Pooling depends only on the two samples' *pooled*
     counts, which the contingency test conditions on, so it keeps the
-    test's level.  A table left with fewer than two columns has no test
+    test's level.  When one column would be all that is left (a flag, or
+    one dominant category and rare ones: a category at 1 % of the
+    reference that takes 80 % of a 150-row window is such a sparse column),
+    the sparse ones stay pooled as ``<other>`` against it and the 2 x 2
+    table is tested with Fisher's exact test (:func:`fisher_exact_p`),
+    valid at any expected count; the statistic is still computed on that
+    table.  A table of one column (every category sparse) has no test
     (p = 1).  A genuinely new category with enough rows stays a column of
     its own and is found.
 
@@ -57,7 +63,7 @@ Example
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 from scipy import special
@@ -73,6 +79,8 @@ __all__ = [
     "homogeneity_table",
     "merge_sparse",
     "contingency_test",
+    "Contingency",
+    "fisher_exact_p",
     "homogeneity_test",
     "shared_binned_pair",
     "cohens_w",
@@ -132,10 +140,15 @@ def merge_sparse(p: np.ndarray, q: np.ndarray, *, min_expected: float = MIN_EXPE
     """Pool sparse columns of the 2 x k table ``[p; q]``; returns the table and how many were pooled.
 
     Empty columns (no count on either side) are dropped.  A column is sparse
-    when ``min(n, m) * (p_j + q_j) / (n + m) < min_expected``.
+    when ``min(n, m) * (p_j + q_j) / (n + m) < min_expected``.  Sparse columns
+    are pooled into one; if that one is still sparse it is folded into the
+    smallest other column, unless that would leave one column: then the
+    2 x 2 table is returned (see :func:`contingency_test`).
 
     >>> merge_sparse(np.array([500, 400, 3, 2]), np.array([450, 450, 1, 4]))
     (array([500, 400,   5]), array([450, 450,   5]), 2)
+    >>> merge_sparse(np.array([4950, 50]), np.array([30, 120]))   # a rare category takes the window
+    (array([4950,   50]), array([ 30, 120]), 1)
     """
     p = np.asarray(p, dtype=np.int64)
     q = np.asarray(q, dtype=np.int64)
@@ -151,7 +164,9 @@ def merge_sparse(p: np.ndarray, q: np.ndarray, *, min_expected: float = MIN_EXPE
         return p, q, 0
     po, qo = int(p[sparse].sum()), int(q[sparse].sum())
     p, q = p[~sparse], q[~sparse]
-    if min(n, m) * (po + qo) / (n + m) >= min_expected or p.size == 0:
+    # dense enough, all columns sparse, or one column left to fold <other> into (which would leave no
+    # test: the 2 x 2 table is kept, for Fisher's exact test)
+    if min(n, m) * (po + qo) / (n + m) >= min_expected or p.size <= 1:
         return np.append(p, po), np.append(q, qo), n_sparse
     j = int(np.argmin(p + q))  # still sparse: fold <other> into the smallest column
     p[j] += po
@@ -159,11 +174,61 @@ def merge_sparse(p: np.ndarray, q: np.ndarray, *, min_expected: float = MIN_EXPE
     return p, q, n_sparse
 
 
-def contingency_test(p: np.ndarray, q: np.ndarray, *, statistic: str = "pearson"
-                     ) -> tuple[float, float, int, int]:
+class Contingency(NamedTuple):
+    """A homogeneity test's result (:func:`contingency_test`)."""
+
+    statistic: float
+    p_value: float
+    dof: int
+    #: sparse columns pooled for the test
+    pooled: int
+    #: the p-value is Fisher's exact one (a 2 x 2 table with an expected count below ``MIN_EXPECTED``)
+    exact: bool = False
+
+
+def fisher_exact_p(table: np.ndarray) -> float:
+    """Two-sided p-value of Fisher's exact test of a 2 x 2 table of counts, as
+    ``scipy.stats.fisher_exact(table).pvalue``.
+
+    Given both margins, the count in one cell is hypergeometric; the p-value
+    is the probability of the tables no more probable than the observed one
+    (within a relative 1e-7, as R's ``fisher.test``, so rounding cannot split
+    tables of equal probability):
+
+    .. math:: p = \\sum_{x:\\,P(x) \\le P(x_{obs})(1 + 10^{-7})} P(x), \\quad
+              P(x) = \\binom{K}{x}\\binom{N-K}{r-x} \\Big/ \\binom{N}{r}
+
+    with :math:`r` the smaller row total and :math:`K` the smaller column total,
+    so the sum runs over at most ``min(margins) + 1`` tables.
+
+    >>> round(fisher_exact_p(np.array([[4950, 50], [30, 120]])), 300) < 1e-100
+    True
+    >>> round(fisher_exact_p(np.array([[8, 2], [1, 5]])), 6)   # scipy.stats.fisher_exact: 0.034965
+    0.034965
+    """
+    t = np.asarray(table, dtype=np.int64).reshape(2, 2)
+    if t.sum(axis=1)[0] > t.sum(axis=1)[1]:
+        t = t[::-1]
+    if t.sum(axis=0)[0] > t.sum(axis=0)[1]:
+        t = t[:, ::-1]
+    big_n = int(t.sum())
+    r, k = int(t[0].sum()), int(t[:, 0].sum())  # the smaller row and column totals
+    if r == 0 or k == 0:
+        return 1.0
+    x = np.arange(max(0, r + k - big_n), min(r, k) + 1, dtype=np.float64)
+
+    def lchoose(a: float, b: np.ndarray | float) -> np.ndarray:
+        return special.gammaln(a + 1.0) - special.gammaln(np.asarray(b) + 1.0) - special.gammaln(a - np.asarray(b) + 1.0)
+
+    log_p = lchoose(k, x) + lchoose(big_n - k, r - x) - float(lchoose(big_n, r))
+    observed = log_p[int(t[0, 0]) - int(x[0])]
+    return float(min(1.0, np.exp(log_p[log_p <= observed + 1e-7]).sum()))
+
+
+def contingency_test(p: np.ndarray, q: np.ndarray, *, statistic: str = "pearson") -> Contingency:
     """Homogeneity test of the 2 x k table after :func:`merge_sparse`.
 
-    Returns ``(statistic, p_value, dof, pooled)``.  ``statistic`` is
+    Returns ``(statistic, p_value, dof, pooled, exact)``.  ``statistic`` is
     ``"pearson"`` (chi-square) or ``"log-likelihood"`` (G); no continuity
     correction.  The statistic equals ``scipy.stats.chi2_contingency(table,
     correction=False, lambda_=...)``'s on the merged table, and so does
@@ -180,16 +245,16 @@ def contingency_test(p: np.ndarray, q: np.ndarray, *, statistic: str = "pearson"
     categorical features at 120 rows, single tests rejected 5.35 % at a nominal
     5 % uncorrected and 5.07 % corrected.  :math:`q \\to 1` as the counts grow.
 
-    >>> s, pv, dof, _ = contingency_test(np.array([50, 50]), np.array([30, 70]))
+    >>> s, pv, dof, *_ = contingency_test(np.array([50, 50]), np.array([30, 70]))
     >>> round(s, 4), round(pv, 4), dof
     (8.3333, 0.0039, 1)
-    >>> s, pv, dof, _ = contingency_test(np.array([50, 50]), np.array([30, 70]), statistic="log-likelihood")
+    >>> s, pv, dof, *_ = contingency_test(np.array([50, 50]), np.array([30, 70]), statistic="log-likelihood")
     >>> round(s, 4), round(pv, 4), round(float(special.chdtrc(dof, s)), 4)  # the p-value of G/q, q = 1.0079
     (8.4024, 0.0039, 0.0037)
     """
     a, b, pooled = merge_sparse(p, q)
     if a.size < 2 or a.sum() == 0 or b.sum() == 0:
-        return 0.0, 1.0, 0, pooled
+        return Contingency(0.0, 1.0, 0, pooled)
     obs = np.stack([a, b]).astype(np.float64)
     n = obs.sum(axis=1, keepdims=True)
     col = obs.sum(axis=0, keepdims=True)
@@ -203,8 +268,10 @@ def contingency_test(p: np.ndarray, q: np.ndarray, *, statistic: str = "pearson"
     else:
         raise ValueError(f"statistic must be 'pearson' or 'log-likelihood', got {statistic!r}")
     dof = a.size - 1
+    if a.size == 2 and float(exp.min()) < MIN_EXPECTED:  # left by merge_sparse for an exact test
+        return Contingency(stat, fisher_exact_p(np.stack([a, b])), dof, pooled, exact=True)
     tested = stat if statistic == "pearson" else stat / williams_q(n.ravel(), col.ravel())
-    return stat, float(special.chdtrc(dof, tested)), dof, pooled
+    return Contingency(stat, float(special.chdtrc(dof, tested)), dof, pooled)
 
 
 def williams_q(rows: np.ndarray, cols: np.ndarray) -> float:
@@ -221,24 +288,25 @@ def williams_q(rows: np.ndarray, cols: np.ndarray) -> float:
 
 
 def homogeneity_test(reference: Any, current: Any, *, statistic: str = "pearson"
-                     ) -> tuple[float, float, int, int, int, int]:
+                     ) -> tuple[float, float, int, int, int, int, bool]:
     """:func:`contingency_test` of :func:`homogeneity_table`, once per (reference, current) pair and statistic.
 
-    Returns ``(statistic, p_value, dof, pooled, n, m)`` with ``n``, ``m`` the
+    Returns ``(statistic, p_value, dof, pooled, n, m, exact)`` with ``n``, ``m`` the
     table's two row totals.  JS, KL, Hellinger, TV and chi2 all test the same
     table: it is built and tested once per run (:func:`~detectors.profile.per_pair`).
 
     >>> ref = CategoricalReference.from_counts(CategoricalCounts(counts={"a": 50, "b": 50}))
     >>> cur = CategoricalCounts(counts={"a": 30, "b": 70})
-    >>> s, pv, dof, pooled, n, m = homogeneity_test(ref, cur)
+    >>> s, pv, dof, pooled, n, m, exact = homogeneity_test(ref, cur)
     >>> round(s, 4), round(pv, 4), dof, n, m   # as contingency_test([50, 50], [30, 70])
     (8.3333, 0.0039, 1, 100, 100)
     >>> homogeneity_test(ref, cur) is homogeneity_test(ref, cur)
     True
     """
-    def run() -> tuple[float, float, int, int, int, int]:
+    def run() -> tuple[float, float, int, int, int, int, bool]:
         p, q = homogeneity_table(reference, current)
-        return (*contingency_test(p, q, statistic=statistic), int(p.sum()), int(q.sum()))
+        t = contingency_test(p, q, statistic=statistic)
+        return t.statistic, t.p_value, t.dof, t.pooled, int(p.sum()), int(q.sum()), t.exact
 
     return per_pair(current, reference, f"homogeneity:{statistic}", run)
 
@@ -276,8 +344,11 @@ def total_variation(p: np.ndarray, q: np.ndarray) -> float:
     return float(0.5 * np.abs(p / p.sum() - q / q.sum()).sum())
 
 
-def pooled_note(pooled: int) -> str | None:
-    return f"pooled {pooled} sparse columns (expected count < {MIN_EXPECTED:g}) for the test" if pooled else None
+def pooled_note(pooled: int, exact: bool = False) -> str | None:
+    if not pooled:
+        return None
+    note = f"pooled {pooled} sparse columns (expected count < {MIN_EXPECTED:g}) for the test"
+    return note + ": Fisher's exact test of them against the rest" if exact else note
 
 
 def unseen_note(current: Any, reference: Any) -> str | None:
@@ -305,9 +376,9 @@ class BinnedDistance(ColumnDrift):
 
     def statistic(self, reference: Any, current: Any) -> Stat:
         p, q, _ = shared_binned_pair(reference, current)
-        _, pv, _, pooled, _, _ = homogeneity_test(reference, current)
+        _, pv, _, pooled, _, _, exact = homogeneity_test(reference, current)
         return Stat(value=self.distance(p, q), p_value=pv,
-                    note=join_notes(pooled_note(pooled), unseen_note(current, reference)))
+                    note=join_notes(pooled_note(pooled, exact), unseen_note(current, reference)))
 
 
 class _ContingencyDrift(ColumnDrift):
@@ -316,9 +387,9 @@ class _ContingencyDrift(ColumnDrift):
     lambda_: ClassVar[str]
 
     def statistic(self, reference: CategoricalReference, current: CategoricalCounts) -> Stat:
-        stat, pv, dof, pooled, n, m = homogeneity_test(reference, current, statistic=self.lambda_)
+        stat, pv, dof, pooled, n, m, exact = homogeneity_test(reference, current, statistic=self.lambda_)
         return Stat(value=cohens_w(stat, n, m), p_value=pv,
-                    note=join_notes(f"{self.lambda_} statistic {stat:.4g}, dof {dof}", pooled_note(pooled),
+                    note=join_notes(f"{self.lambda_} statistic {stat:.4g}, dof {dof}", pooled_note(pooled, exact),
                                     unseen_note(current, reference)))
 
 

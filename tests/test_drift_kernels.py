@@ -125,6 +125,49 @@ def test_merge_sparse_rules() -> None:
     assert (a.tolist(), b.tolist(), k) == ([500, 302], [500, 300], 1)
     # empty columns vanish; one column left: no test
     assert contingency_test(np.array([10, 0]), np.array([20, 0]))[:3] == (0.0, 1.0, 0)
+    # a sparse column that folding would leave alone: the 2 x 2 table stays, tested exactly
+    a, b, k = merge_sparse(np.array([4950, 40, 10]), np.array([30, 100, 20]))
+    assert (a.tolist(), b.tolist(), k) == ([4950, 50], [30, 120], 2)
+    t = contingency_test(np.array([4950, 40, 10]), np.array([30, 100, 20]))
+    assert t.exact and t.dof == 1 and t.pooled == 2
+    assert t.p_value == pytest.approx(stats.fisher_exact([[4950, 50], [30, 120]]).pvalue, rel=1e-8)
+    assert t.statistic == pytest.approx(stats.chi2_contingency([[4950, 50], [30, 120]], correction=False).statistic)
+    # every column sparse: nothing to test against
+    assert contingency_test(np.array([3, 2, 1]), np.array([1, 2, 3]))[:2] == (0.0, 1.0)
+
+
+@pytest.mark.parametrize("name", ["chi2", "g_test", "total_variation", "psi", "jensen_shannon", "hellinger"])
+def test_a_rare_category_taking_over_a_small_window_is_found(name: str) -> None:
+    # 1 % of the reference, 80 % of a 150-row window: its expected count (4.95) is below 5, and folding it
+    # into the only other column used to leave no test at all (p = 1, every detector ok)
+    det = Registry().create(name)
+    ref = CategoricalReference.from_counts(CategoricalCounts(counts={"a": 4950, "b": 50}))
+    (f,) = det.score(Profile(n_rows=5000, categorical={"x": ref}, roles={"x": "feature"}),
+                     Profile(n_rows=150, categorical={"x": CategoricalCounts(counts={"a": 30, "b": 120})},
+                             roles={"x": "feature"}), context=CTX)
+    assert f.status == "alert", f
+    assert f.p_value < 1e-100 and "Fisher's exact test" in f.note
+    # the same as a numeric 0/1 flag, through the PSI bins
+    x = np.r_[np.zeros(4950), np.ones(50)]
+    nref = NumericReference.from_values(x)
+    (g,) = det.score(Profile(n_rows=5000, numeric={"flag": nref}, roles={"flag": "feature"}),
+                     Profile(n_rows=150, numeric={"flag": NumericCounts.of(np.r_[np.zeros(30), np.ones(120)], nref)},
+                             roles={"flag": "feature"}), context=CTX) if name not in ("chi2", "g_test") else (f,)
+    assert g.status == "alert", g
+
+
+def test_the_exact_test_of_a_rare_column_keeps_its_level() -> None:
+    # no change: 1 % rare category, 150-row windows; Fisher's test is conservative, so at most the nominal rate
+    rng = np.random.default_rng(5)
+    ref = rng.multinomial(5000, [0.99, 0.01])
+    ps = []
+    for _ in range(3000):
+        cur = rng.multinomial(150, [0.99, 0.01])
+        t = contingency_test(ref, cur)
+        assert t.exact
+        ps.append(t.p_value)
+    rate = float(np.mean(np.array(ps) <= 0.05))
+    assert rate <= 0.05 + 2.6 * math.sqrt(0.05 * 0.95 / 3000), rate
 
 
 def test_categorical_distances_cover_unseen() -> None:
@@ -167,8 +210,8 @@ def test_grid_counts_equal_a_naive_float64_count_at_every_edge(dtype: type) -> N
     naive = np.bincount(np.searchsorted(ref.edges, finite, side="right"), minlength=ref.edges.size + 1)
     assert np.array_equal(cur.counts, naive)
     assert (cur.n_null, cur.n_nan, cur.n_posinf, cur.n_neginf) == (2, 3, 3, 2)
-    assert cur.below_sum == pytest.approx(finite[finite < ref.edges[0]].sum(), rel=1e-12)
-    assert cur.above_sum == pytest.approx(finite[finite >= ref.edges[-1]].sum(), rel=1e-12)
+    assert cur.below_distance == pytest.approx((ref.edges[0] - finite[finite < ref.edges[0]]).sum(), rel=1e-12)
+    assert cur.above_distance == pytest.approx((finite[finite >= ref.edges[-1]] - ref.edges[-1]).sum(), rel=1e-12)
     # float32 batches are summed in float32 (see _shifted_sums): errors far below a standard error
     assert abs(cur.mean - finite.mean()) <= (1e-12 if dtype == np.float64 else 1e-6) * finite.std()
     assert cur.m2 == pytest.approx(((finite - finite.mean()) ** 2).sum(), rel=1e-9 if dtype == np.float64 else 1e-5)

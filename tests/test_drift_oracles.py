@@ -34,7 +34,7 @@ import pytest
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
-from detectors.drift_categorical import binned_pair, contingency_test, merge_sparse
+from detectors.drift_categorical import binned_pair, contingency_test, fisher_exact_p, merge_sparse
 from detectors.drift_numeric import (
     PSI_EPSILON,
     _ad_sigma2,
@@ -177,7 +177,8 @@ def test_contingency_equals_chi2_contingency(lambda_: str) -> None:
     ref, cur = _categorical(np.random.default_rng(1))
     p, q, labels = binned_pair(ref, cur)
     assert labels[-1] == "<unseen>" and q[-1] == 63
-    stat, pv, dof, pooled = contingency_test(p, q, statistic=lambda_)
+    stat, pv, dof, pooled, exact = contingency_test(p, q, statistic=lambda_)
+    assert not exact
     a, b, _ = merge_sparse(p, q)
     res = stats.chi2_contingency(np.stack([a, b]), correction=False, lambda_=lambda_)
     assert stat == pytest.approx(res.statistic, rel=1e-9)
@@ -204,7 +205,7 @@ def test_williams_correction_brings_g_to_its_nominal_rate_on_small_windows() -> 
     corrected, raw = [], []
     for _ in range(4000):
         a, b = rng.multinomial(5000, w), rng.multinomial(120, w)
-        stat, pv, dof, _ = contingency_test(a, b, statistic="log-likelihood")
+        stat, pv, dof, *_ = contingency_test(a, b, statistic="log-likelihood")
         corrected.append(pv)
         raw.append(stats.chi2.sf(stat, dof))
     corrected_rate, raw_rate = np.mean(np.array(corrected) <= 0.05), np.mean(np.array(raw) <= 0.05)
@@ -215,10 +216,28 @@ def test_williams_correction_brings_g_to_its_nominal_rate_on_small_windows() -> 
 
 def test_contingency_without_sparse_columns_is_the_raw_table() -> None:
     p, q = np.array([400, 300, 200, 100]), np.array([380, 330, 190, 100])
-    stat, pv, _, pooled = contingency_test(p, q)
+    stat, pv, _, pooled, _ = contingency_test(p, q)
     res = stats.chi2_contingency(np.stack([p, q]), correction=False)
     assert pooled == 0
     assert (stat, pv) == pytest.approx((res.statistic, res.pvalue), rel=1e-12)
+
+
+def test_fisher_exact_equals_scipy() -> None:
+    # tables as the sparse path meets them (a rare column against the rest, small and large margins), ties
+    # of equal probability (symmetric tables), zero cells and empty margins, in every orientation
+    rng = np.random.default_rng(11)
+    tables = [[[4950, 50], [30, 120]], [[8, 2], [1, 5]], [[5, 5], [5, 5]], [[0, 7], [7, 0]], [[10, 0], [20, 0]],
+              [[0, 0], [3, 4]], [[999_000, 1_000], [148, 2]], [[3, 0], [0, 3]], [[1, 2], [3, 4]]]
+    for _ in range(120):
+        n_ref, n_cur = int(rng.integers(20, 200_000)), int(rng.integers(20, 2_000))
+        share = rng.uniform(0.0005, 0.05)
+        a, b = rng.binomial(n_ref, share), rng.binomial(n_cur, share * rng.choice([1.0, 1.0, 3.0, 0.2]))
+        tables.append([[n_ref - a, a], [n_cur - b, b]])
+    for t in tables:
+        t = np.array(t)
+        expected = stats.fisher_exact(t).pvalue
+        for u in (t, t[::-1], t[:, ::-1], t.T):
+            assert fisher_exact_p(u) == pytest.approx(expected, rel=1e-8, abs=1e-300), t.tolist()
 
 
 def test_jensen_shannon_equals_scipy() -> None:
