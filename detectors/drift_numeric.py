@@ -437,10 +437,13 @@ def wasserstein_binned(reference: NumericReference, current: NumericCounts) -> f
     Within each grid bin both samples' mass is taken as uniform, so both
     CDFs are linear there and :math:`\\int |F - G|` over the bin is exact for
     that shape (:math:`w(|d_a|+|d_b|)/2`, or
-    :math:`w(d_a^2+d_b^2)/(2(|d_a|+|d_b|))` when the sign changes).  Below the
+    :math:`w(d_a^2+d_b^2)/(2(|d_a|+|d_b|))` when the sign changes); an atom's
+    bin holds the atom alone, at its left edge, so there both CDFs step at
+    the edge and the bin adds :math:`w|d_b|` (exact for discrete data, and
+    for data so far from 0 that float64 itself steps, as at 1e15).  Below the
     reference minimum the reference CDF is 0 and the current contribution is
-    :math:`\\sum_{y<\\min}(\\min - y)/m`, computed exactly from
-    ``below_sum``; above the maximum likewise from ``above_sum``.
+    :math:`\\sum_{y<\\min}(\\min - y)/m`, the counts' ``below_distance``
+    over ``m``; above the maximum likewise from ``above_distance``.
 
     >>> ref = NumericReference.from_values(np.arange(100.0))
     >>> round(wasserstein_binned(ref, NumericCounts.of(np.arange(100.0) + 10, ref)), 3)
@@ -460,10 +463,15 @@ def wasserstein_binned(reference: NumericReference, current: NumericCounts) -> f
     same = da * db >= 0
     with np.errstate(divide="ignore", invalid="ignore"):
         cross = np.where(aa + ab > 0, (da * da + db * db) / (2.0 * (aa + ab)), 0.0)
-    inner = float(np.sum(w * np.where(same, 0.5 * (aa + ab), cross)))
-    below = (current.counts[0] * e[0] - current.below_sum) / m
-    above = (current.above_sum - current.counts[-1] * e[-1]) / m
-    return inner + max(float(below), 0.0) + max(float(above), 0.0)
+    per_bin = np.where(same, 0.5 * (aa + ab), cross)
+    if reference.atoms.size:  # an atom's bin holds the atom alone, at its left edge: both CDFs step there
+        at = np.searchsorted(reference.edges, reference.atoms, side="right") - 1
+        at = at[(at >= 0) & (at < per_bin.size)]
+        per_bin[at] = ab[at]
+    inner = float(np.sum(w * per_bin))
+    # the slots' distances from the edges the counts were cut at: ``bin_edges`` differs from them only in
+    # an infinite top edge, above which no finite value lies (the slot is then empty)
+    return inner + max(float(current.below_distance / m), 0.0) + max(float(current.above_distance / m), 0.0)
 
 
 def _scale(reference: NumericReference, current: NumericCounts) -> tuple[float, str | None]:
@@ -862,10 +870,14 @@ def mean_abs_deviation(counts: NumericCounts | NumericReference, reference: Nume
     if isinstance(counts, NumericReference):
         mean, m2, below, above = counts.mean, counts.std * counts.std * (counts.n - 1), 0.0, 0.0
     else:
-        mean, m2, below, above = counts.mean, counts.m2, counts.below_sum, counts.above_sum
+        mean, m2, below, above = counts.mean, counts.m2, counts.below_distance, counts.above_distance
     with np.errstate(over="ignore"):  # values near the largest float: inf, and no verdict (see NOT_FINITE)
         total = float(np.dot(cnt[1:-1], dist)) if dist.size else 0.0
-    total += float(cnt[0]) * c - below + above - float(cnt[-1]) * c
+        # beyond the edges: |y - c| = (c - e_0) + (e_0 - y) below, (e_last - c) + (y - e_last) above
+        if cnt[0]:
+            total += float(cnt[0]) * (c - float(reference.edges[0])) + below
+        if cnt[-1]:
+            total += float(cnt[-1]) * (float(reference.edges[-1]) - c) + above
     mad = total / n
     second = m2 / n + (mean - c) * (mean - c)  # (not ** 2: a float power raises where a product gives inf)
     return mad, max(second - mad * mad, 0.0)

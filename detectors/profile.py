@@ -348,15 +348,20 @@ class _Sorted(NamedTuple):
 
 def _as_float32(x: np.ndarray) -> np.ndarray:
     """float64 ``x`` rounded to float32, for a reference whose values all are float32 (see Precision in the
-    module docstring); as it is when a finite value lies beyond float32's range.
+    module docstring).  A finite value beyond float32's range becomes float32's largest value of its sign:
+    beyond every finite float32 edge, as it is, so it falls in the same bin; its sums are taken from ``x``.
+    (Leaving the whole batch in float64 instead would bin its other values apart from the reference's
+    float32 values, and make the counts depend on which batch such a value arrives in.)
 
-    >>> _as_float32(np.array([0.1])).dtype, _as_float32(np.array([1e300])).dtype
-    (dtype('float32'), dtype('float64'))
+    >>> _as_float32(np.array([0.1, 1e300, -1e300, np.inf])).tolist()
+    [0.10000000149011612, 3.4028234663852886e+38, -3.4028234663852886e+38, inf]
     """
     with np.errstate(over="ignore"):
         y = x.astype(np.float32)
-    if np.isinf(y).any() and np.count_nonzero(np.isinf(y)) != np.count_nonzero(np.isinf(x)):
-        return x
+    if np.isinf(y).any():
+        beyond = np.isinf(y) & np.isfinite(x)
+        if beyond.any():
+            y[beyond] = np.copysign(np.finfo(np.float32).max, x[beyond])
     return y
 
 
@@ -429,8 +434,11 @@ class NumericCounts:
     """Partial counts of one numeric column on a reference grid; ``merge`` adds them.
 
     ``counts[0]`` holds values below the reference minimum, ``counts[-1]``
-    values above its maximum; ``below_sum``/``above_sum`` are their sums (for
-    distances beyond the reference range).  ``n_null`` are Arrow nulls,
+    values above its maximum; ``below_distance``/``above_distance`` are their
+    summed distances from the first and last edge, ``Σ(e_0 - y)`` and
+    ``Σ(y - e_last)`` (for distances beyond the reference range: kept as
+    distances, not as sums of the values, so that a column at 1e15 keeps the
+    digits of how far beyond it lies).  ``n_null`` are Arrow nulls,
     ``n_nan`` NaNs that were not nulls, ``n_posinf``/``n_neginf`` infinities.
     ``mean``/``m2`` are the running mean and sum of squared deviations of the
     finite values (Chan's parallel update on merge).
@@ -441,8 +449,8 @@ class NumericCounts:
     n_nan: int = 0
     n_posinf: int = 0
     n_neginf: int = 0
-    below_sum: float = 0.0
-    above_sum: float = 0.0
+    below_distance: float = 0.0
+    above_distance: float = 0.0
     mean: float = 0.0
     m2: float = 0.0
 
@@ -464,9 +472,7 @@ class NumericCounts:
             x = x.astype(np.float64)
         raw = None
         if ref.float32_exact and x.dtype == np.float64:
-            y = _as_float32(x)
-            if y is not x:
-                raw, x = x, y
+            raw, x = x, _as_float32(x)
         edges = ref.edges_for(x.dtype)
         if x.dtype.itemsize < 4:
             x = x.astype(np.float32)
@@ -474,14 +480,15 @@ class NumericCounts:
         counts, finite = cut.counts, cut.finite
         n_fin = finite.size
         n_nan, n_posinf, n_neginf = cut.n_nan - n_null, cut.n_posinf, cut.n_neginf
-        below_sum = above_sum = 0.0
+        below = above = 0.0
         with np.errstate(over="ignore"):  # tails past 1e308 in total: inf, their true magnitude
+            # from the float64 edges (a value below the float32 edge rounded up lies below the float64 one)
             if ref.edges.size and counts[0]:
-                below_sum = float(finite[:counts[0]].sum(dtype=np.float64) if raw is None
-                                  else raw[(x < edges[0]) & np.isfinite(x)].sum())
+                tail = finite[:counts[0]] if raw is None else raw[(x < edges[0]) & np.isfinite(x)]
+                below = float(np.subtract(ref.edges[0], tail, dtype=np.float64).sum())
             if ref.edges.size and counts[-1]:
-                above_sum = float(finite[n_fin - counts[-1]:].sum(dtype=np.float64) if raw is None
-                                  else raw[(x >= edges[-1]) & np.isfinite(x)].sum())
+                tail = finite[n_fin - counts[-1]:] if raw is None else raw[(x >= edges[-1]) & np.isfinite(x)]
+                above = float(np.subtract(tail, ref.edges[-1], dtype=np.float64).sum())
         mean = m2 = 0.0
         if n_fin:
             # the rounded values hold the same finite positions: _as_float32 makes no new infinities
@@ -489,7 +496,7 @@ class NumericCounts:
             mean = k + s1 / n_fin
             m2 = max(s2 - s1 * s1 / n_fin, 0.0)
         return cls(counts=counts, n_null=n_null, n_nan=n_nan, n_posinf=n_posinf, n_neginf=n_neginf,
-                   below_sum=below_sum, above_sum=above_sum, mean=mean, m2=m2)
+                   below_distance=below, above_distance=above, mean=mean, m2=m2)
 
     @functools.cached_property
     def n_finite(self) -> int:
@@ -519,8 +526,8 @@ class NumericCounts:
         return NumericCounts(counts=self.counts + other.counts, n_null=self.n_null + other.n_null,
                              n_nan=self.n_nan + other.n_nan, n_posinf=self.n_posinf + other.n_posinf,
                              n_neginf=self.n_neginf + other.n_neginf,
-                             below_sum=self.below_sum + other.below_sum,
-                             above_sum=self.above_sum + other.above_sum, mean=mean, m2=m2)
+                             below_distance=self.below_distance + other.below_distance,
+                             above_distance=self.above_distance + other.above_distance, mean=mean, m2=m2)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -51,8 +51,9 @@ log = logging.getLogger("atalaia.evaluate")
 #: value holding more than a thousandth; 4: that bin holds its float32 neighbours, and a PSI bin of its own
 #: for one holding half a tenth; 5: an atom's bin is one float64 wide, widened only for float32 data, and
 #: float64 windows of a float32 reference are rounded to float32; 6: the multivariate model keeps the
-#: eigenvectors it leaves out)
-PROFILE_VERSION = 6
+#: eigenvectors it leaves out; 7: the counts keep distances beyond the edges, not sums of the values, and a
+#: float64 value beyond float32 range is binned at float32's largest value instead of leaving its batch in float64)
+PROFILE_VERSION = 7
 
 
 @functools.cache

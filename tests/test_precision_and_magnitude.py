@@ -20,6 +20,7 @@ import pytest
 from scipy import stats
 
 from detectors.base import Context
+from detectors.drift_numeric import wasserstein_binned
 from detectors.profile import NumericCounts, NumericReference, Profile
 from detectors.registry import Registry
 
@@ -168,6 +169,52 @@ def test_a_float64_window_of_a_float32_reference_sums_its_tails_without_infiniti
     ref = NumericReference.from_values(ONE_DECIMAL.astype(np.float32))
     window = np.array([-5.0, 0.5, 1.5, -np.inf, np.inf, np.nan, 9.0])
     rounded, as32 = NumericCounts.of(window, ref), NumericCounts.of(window.astype(np.float32), ref)
-    assert (rounded.below_sum, rounded.above_sum) == (as32.below_sum, as32.above_sum) == (-5.0, 9.0)
+    lo, hi = float(ref.edges[0]), float(ref.edges[-1])
+    assert (rounded.below_distance, rounded.above_distance) == (as32.below_distance, as32.above_distance) \
+        == (lo + 5.0, 9.0 - hi)
     assert np.array_equal(rounded.counts, as32.counts)
     assert (rounded.n_neginf, rounded.n_posinf, rounded.n_nan) == (1, 1, 1)
+
+
+def test_a_float64_value_beyond_float32_range_leaves_the_rest_of_its_batch_rounded() -> None:
+    """One 1e300 in a float64 batch of a float32 reference left the whole batch in float64, so its 0.1s
+    missed the reference's float32 0.1 bin: ks and psi alerted, or not, by which batch the value came in."""
+    rng = np.random.default_rng(2)
+    ref = NumericReference.from_values(
+        np.where(rng.random(5000) < 0.3, np.float32(0.1), rng.normal(size=5000).astype(np.float32)))
+    win = np.where(rng.random(3000) < 0.3, 0.1, rng.normal(size=3000).astype(np.float32).astype(np.float64))
+    win[-1], win[7] = 1e300, -1e300
+    whole = NumericCounts.of(win, ref)
+    split = NumericCounts.of(win[:5], ref).merge(NumericCounts.of(win[5:-1], ref)).merge(
+        NumericCounts.of(win[-1:], ref))
+    assert np.array_equal(whole.counts, split.counts)
+    assert whole.counts[0] >= 1 and whole.counts[-1] >= 1  # beyond the range, each on its side
+    assert (whole.below_distance, whole.above_distance) == pytest.approx(
+        (split.below_distance, split.above_distance), rel=1e-12)
+    assert whole.above_distance == pytest.approx(1e300, rel=1e-12)
+    assert whole.below_distance == pytest.approx(1e300, rel=1e-12)
+    cur = Profile(n_rows=3000, numeric={"x": whole}, roles={"x": "feature"})
+    for name in ("ks", "psi"):
+        (f,) = Registry().create(name).score(Profile(n_rows=5000, numeric={"x": ref}, roles={"x": "feature"}),
+                                             cur, context=CTX)
+        assert f.status == "ok", f
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e12 + 0.5, 1e15])
+def test_wasserstein_beyond_the_range_keeps_its_digits_far_from_zero(offset: float) -> None:
+    """Sums of the values beyond the range at 1e15 lost the digits of how far beyond them the window lay
+    (W1 off by 9 %, and by batch split from -4 % to +1 %); distances from the edges keep them."""
+    ref = NumericReference.from_values(np.full(5000, offset))
+    y = np.full(400, offset + 2)
+    assert wasserstein_binned(ref, NumericCounts.of(y, ref)) == pytest.approx(2.0, rel=1e-12)
+    rng = np.random.default_rng(6)
+    x, y = offset + rng.normal(0, 1, 5000), offset + rng.normal(6, 1, 400)
+    ref = NumericReference.from_values(x)
+    one = NumericCounts.of(y, ref)
+    parts = np.array_split(y, 7)
+    seven = NumericCounts.of(parts[0], ref)
+    for p in parts[1:]:
+        seven = seven.merge(NumericCounts.of(p, ref))
+    exact = stats.wasserstein_distance(x - offset, y - offset)
+    assert wasserstein_binned(ref, one) == pytest.approx(exact, rel=0.01)
+    assert wasserstein_binned(ref, seven) == pytest.approx(wasserstein_binned(ref, one), rel=1e-12)
