@@ -86,13 +86,44 @@ def filled(arr: pa.Array, fill: float | int) -> np.ndarray:
     return values
 
 
+def float_categories(arr: pa.Array) -> pa.Array:
+    """A float column read as categories: NaN is missing (pandas writes a missing value of an integer
+    column so, making the column float64), whole numbers are integers (``1.0`` is the category ``1``, as
+    an integer column of the same codes writes it), and a column holding any other number is its text
+    (Arrow's shortest form, ``0.5``).
+
+    >>> float_categories(pa.array([1.0, float("nan"), 3.0, None])).to_pylist()
+    [1, None, 3, None]
+    >>> float_categories(pa.array([0.5, float("nan"), 2.0])).to_pylist()
+    ['0.5', None, '2']
+    """
+    x = filled(arr, np.nan).astype(np.float64, copy=False)
+    missing = np.isnan(x)
+    v = x[~missing]
+    with np.errstate(invalid="ignore"):
+        whole = bool(np.all(np.isfinite(v)) and np.all(v == np.trunc(v)) and np.all(np.abs(v) < 2.0 ** 63))
+    if whole:
+        ints = np.zeros(x.size, np.int64)
+        ints[~missing] = v.astype(np.int64)
+        return pa.array(ints, mask=missing)
+    return compute().cast(pa.array(x, mask=missing), pa.string())
+
+
 def labels(arr: pa.Array) -> np.ndarray:
     """An object array of the values as ``str`` (``None`` for nulls), through a dictionary encoding:
-    one Python string per distinct value.
+    one Python string per distinct value; floats as :func:`float_categories` reads them.
 
     >>> labels(pa.array([3, None, 3])).tolist()
     ['3', None, '3']
+    >>> labels(pa.array([3.0, float("nan")])).tolist()
+    ['3', None]
+    >>> labels(pa.array([True, None])).tolist()
+    ['1', None]
     """
+    if pa.types.is_floating(arr.type):
+        arr = float_categories(arr)
+    elif pa.types.is_boolean(arr.type):  # 1 and 0, as category_counts and numeric columns read them
+        arr = compute().cast(arr, pa.int8())
     if not pa.types.is_dictionary(arr.type):
         if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
             arr = compute().cast(arr, pa.string())

@@ -152,7 +152,14 @@ def _check(args: argparse.Namespace, out: TextIO, registry: Registry | None) -> 
             print(f"atalaia: model {m.name}: the window {_iso(ev.window_start)}..{_iso(ev.window_end)} of "
                   f"{cfg.resolve(m.predictions.path)} has no rows: every finding is insufficient_data",
                   file=sys.stderr)
-        bad_input |= bool(ev.errors or ev.detector_failures or empty)
+        # findings that all say insufficient_data (a reference or window with rows, but fewer than the
+        # detectors' min_rows) compared nothing either
+        unjudged = not empty and bool(ev.findings) and all(f.status == "insufficient_data" for f in ev.findings)
+        if unjudged:
+            print(f"atalaia: model {m.name}: nothing was compared: every finding is insufficient_data "
+                  f"({ev.reference_rows} reference and {ev.rows} window rows; each finding's note says why)",
+                  file=sys.stderr)
+        bad_input |= bool(ev.errors or ev.detector_failures or empty or unjudged)
         findings += ev.findings
     if args.format == "json":
         for f in findings:
@@ -170,6 +177,7 @@ def _iso(t: datetime) -> str:
 
 def _table(findings: Sequence, out: TextIO) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     colours = {"ok": "green", "warn": "yellow", "alert": "bold red", "insufficient_data": "dim"}
@@ -182,7 +190,9 @@ def _table(findings: Sequence, out: TextIO) -> None:
         return "—" if v is None else f"{v:.4g}"
 
     for f in findings:
-        t.add_row(f.model, f.detector, f.target + (f" [{f.group}]" if f.group else ""), f.statistic, num(f.value),
+        # names are the user's (a column "dist[km]"), never rich markup
+        t.add_row(escape(f.model), escape(f.detector), escape(f.target + (f" [{f.group}]" if f.group else "")),
+                  escape(f.statistic), num(f.value),
                   num(f.threshold), num(f.p_value), f"[{colours[f.status]}]{f.status}[/]", str(f.n_reference),
                   str(f.n_current))
     class _Console(Console):

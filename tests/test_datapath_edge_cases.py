@@ -222,3 +222,91 @@ def test_a_column_given_two_clashing_roles_is_a_configuration_error(tmp_path: Pa
     else:
         config = _config(tmp_path, reference={"path": "ref.parquet"}, features={"numeric": ["x", "pred"]})
     assert _validate(config) == 2
+
+
+def test_an_integer_category_written_as_float_with_missing_values_is_the_same_category(tmp_path: Path) -> None:
+    """pandas writes an integer column that has a missing value as float64 with NaN.  A categorical feature
+    whose reference file holds int64 codes and whose window file holds the same codes as float64 was a
+    retyped column (the file skipped), and counted directly its codes were the categories "1.0", "2.0"…:
+    every value unseen, chi2 and total variation alerting on no change."""
+    rng = np.random.default_rng(4)
+    (tmp_path / "preds").mkdir()
+    plan = rng.integers(1, 4, 400)
+    ref = _table(AT - timedelta(days=3), seed=2).append_column("plan", pa.array(plan))
+    codes = rng.permutation(plan).astype(np.float64)  # the same codes: no change
+    codes[::40] = np.nan  # 10 missing
+    as_float = _table(AT - timedelta(minutes=30), seed=1).append_column("plan", pa.array(codes))
+    pq.write_table(ref, tmp_path / "ref.parquet")
+    pq.write_table(as_float, tmp_path / "preds" / "w.parquet")
+    _set_mtime(tmp_path / "preds" / "w.parquet", AT)
+    config = _config(tmp_path, reference={"path": "ref.parquet"}, features={"categorical": ["plan"]},
+                     detectors=[{"type": "chi2"}, {"type": "total_variation"}, {"type": "data_quality"}])
+    code, findings = _check(config)
+    by = {(f["detector"], f["statistic"]): f for f in findings if f["target"] == "plan"}
+    assert by[("chi2", "cohens_w")]["status"] == "ok" and by[("chi2", "cohens_w")]["n_current"] == 390
+    assert "unseen" not in (by[("chi2", "cohens_w")]["note"] or "")
+    assert by[("total_variation", "total_variation")]["status"] == "ok"
+    assert by[("data_quality", "unseen_rate")]["value"] == 0.0
+    assert by[("data_quality", "missing_rate")]["value"] == pytest.approx(10 / 400)
+    # the same window written as int64 with nulls gives the same findings
+    ints = as_float.set_column(as_float.schema.get_field_index("plan"), "plan",
+                               pa.array([None if np.isnan(v) else int(v) for v in codes], pa.int64()))
+    pq.write_table(ints, tmp_path / "preds" / "w.parquet")
+    _set_mtime(tmp_path / "preds" / "w.parquet", AT + timedelta(seconds=1))
+    code2, again = _check(config, AT + timedelta(seconds=2))
+    assert code2 == code
+    assert [(f["detector"], f["statistic"], f["value"]) for f in again] == \
+        [(f["detector"], f["statistic"], f["value"]) for f in findings]
+
+
+def test_check_exits_2_when_every_finding_is_insufficient_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                                              ) -> None:
+    """A 50-row reference (psi's min_rows is 100) compared nothing, yet check exited 0, "all ok"."""
+    (tmp_path / "preds").mkdir()
+    pq.write_table(_table(AT - timedelta(minutes=30), seed=1), tmp_path / "preds" / "w.parquet")
+    pq.write_table(_table(AT - timedelta(days=3), n=50, seed=2), tmp_path / "ref.parquet")
+    _set_mtime(tmp_path / "preds" / "w.parquet", AT)
+    code, findings = _check(_config(tmp_path, reference={"path": "ref.parquet"}))
+    assert {f["status"] for f in findings} == {"insufficient_data"}
+    assert code == 2
+    assert "nothing was compared: every finding is insufficient_data (50 reference and 400 window rows" \
+        in capsys.readouterr().err
+    # one comparable finding is enough for the usual exit codes
+    pq.write_table(_table(AT - timedelta(days=3), n=400, seed=2), tmp_path / "ref.parquet")
+    code, findings = _check(_config(tmp_path, reference={"path": "ref.parquet"}), AT + timedelta(seconds=1))
+    assert code in (0, 1) and "ok" in {f["status"] for f in findings}
+
+
+def test_the_table_prints_names_with_brackets_as_they_are(tmp_path: Path) -> None:
+    """rich read "dist[km]" as markup (printed "dist") and "x[/]" as a closing tag (MarkupError: no findings)."""
+    (tmp_path / "preds").mkdir()
+    for name, seed in (("preds/w.parquet", 1), ("ref.parquet", 2)):
+        t = _table(AT - (timedelta(minutes=30) if seed == 1 else timedelta(days=3)), seed=seed)
+        t = t.append_column("dist[km]", t.column("x")).append_column("x[/]", t.column("age"))
+        pq.write_table(t, tmp_path / name)
+    _set_mtime(tmp_path / "preds" / "w.parquet", AT)
+    config = _config(tmp_path, reference={"path": "ref.parquet"}, features={"numeric": ["dist[km]", "x[/]"]})
+    out = io.StringIO()
+    code = main(["check", "--config", str(config), "--at", AT.isoformat(), "--format", "table"], stdout=out)
+    assert code in (0, 1)
+    text = out.getvalue()
+    assert "dist[km]" in text and "x[/]" in text
+
+
+def test_a_class_written_as_booleans_is_the_class_written_as_0_and_1(tmp_path: Path) -> None:
+    """A reference holding the predicted class as int 0/1 and a window file holding it as bool: the window's
+    values were the unseen categories "True" and "False" (psi, chi2 and unseen_rate alerting on no change)."""
+    (tmp_path / "preds").mkdir()
+    ref = _table(AT - timedelta(days=3), seed=2)
+    window = _table(AT - timedelta(minutes=30), seed=2)  # the same rows: no change
+    window = window.set_column(window.schema.get_field_index("pred"), "pred",
+                               pa.array(window.column("pred").to_numpy().astype(bool)))
+    pq.write_table(ref, tmp_path / "ref.parquet")
+    pq.write_table(window, tmp_path / "preds" / "w.parquet")
+    _set_mtime(tmp_path / "preds" / "w.parquet", AT)
+    code, findings = _check(_config(tmp_path, reference={"path": "ref.parquet"},
+                                    detectors=[{"type": "psi"}, {"type": "chi2"}, {"type": "data_quality"}]))
+    pred = [f for f in findings if f["target"] == "pred"]
+    assert {f["detector"] for f in pred} == {"psi", "chi2", "data_quality"}
+    assert {f["status"] for f in pred} == {"ok"}, pred
+    assert code == 0
