@@ -1,7 +1,9 @@
 """Parquet sinks: hive partitions pruned to a window, only the needed columns, streamed.
 
 A sink is a directory of Parquet files (optionally hive-partitioned by time,
-e.g. ``date=2026-11-27/hour=13``), a single file, or an ``s3://`` prefix.
+e.g. ``date=2026-11-27/hour=13``), a single file, or an ``s3://`` prefix.  A
+directory's files are read when named ``*.parquet``, ``*.parq`` or ``*.pq`` in
+any case, or without an extension (:func:`parquet_name`).
 :meth:`ParquetSink.batches` yields record batches of the requested columns
 for rows whose timestamp lies in ``[start, end)``.  Files whose partition
 keys place them wholly outside the window are never opened.
@@ -12,7 +14,9 @@ out of that file's batches and reported as a
 :class:`~detectors.errors.SourceError` naming the file and column; the
 file's other columns are read.  A file that is corrupt, or whose timestamp
 column is unusable, is *skipped* and reported the same way — the rest of the
-window is still read.
+window is still read.  Batches are handed on as they are read, so a file that
+fails part way has had its earlier batches counted: its error says how many
+of its rows were read and counted before the failure.
 
 A requested column a file does not hold but its directories name as a hive
 key (Spark's ``partitionBy("country")`` writes ``country=US/part-0.parquet``
@@ -48,7 +52,8 @@ from ..arrow import compute, scalar
 
 log = logging.getLogger("atalaia.sources")
 
-__all__ = ["ColumnKind", "FileEntry", "ParquetSink", "coalesce", "join_labels", "label_lookup", "make_filesystem", "partition_range", "prefetch"]
+__all__ = ["ColumnKind", "FileEntry", "ParquetSink", "coalesce", "join_labels", "label_lookup", "make_filesystem",
+           "parquet_name", "partition_range", "prefetch"]
 
 ColumnKind = Literal["timestamp", "numeric", "categorical", "any"]
 
@@ -57,6 +62,13 @@ ColumnKind = Literal["timestamp", "numeric", "categorical", "any"]
 #: run without a source error.  Older, it is ``corrupt``.  The default of a sink's ``in_progress_grace``
 #: (:attr:`ParquetSink.in_progress_grace`, the configuration key of the same name).
 IN_PROGRESS_SECONDS = 300.0
+
+#: the extensions of the files a sink directory reads, in any case; a name without an extension is read too
+PARQUET_EXTENSIONS = ("parquet", "parq", "pq")
+#: which files a sink directory reads, in words (said when a window's files are all passed over by name)
+READ_NAMES = ("a sink reads names ending in .parquet, .parq or .pq (any case) and names without an extension "
+              "(as Hive, Trino and Athena write), not other extensions, empty extension-less files, nor names "
+              "starting with _ or .")
 
 _DAY_KEYS = ("date", "dt", "day", "ds")
 _KEY_VALUE = re.compile(r"^([^=/]+)=([^/]*)$")
@@ -121,6 +133,27 @@ def partition_range(keys: Mapping[str, str]) -> tuple[datetime, datetime] | None
         return None
 
 
+def parquet_name(name: str, size: int | None = None) -> bool:
+    """Whether a file of a sink directory named ``name`` (and of ``size`` bytes, where known) is read as Parquet:
+    ``.parquet``, ``.parq`` or ``.pq`` in any case, or no extension at all (Hive's ``000000_0``, Trino's and
+    Athena's ``20261127_110512_00042_abcde``; one that is no Parquet is then reported ``corrupt``).  Other
+    extensions (``.json``, ``.csv``, ``.crc``) are another format; an empty extension-less file is a marker
+    (Hadoop's ``hour=11_$folder$``, a flag), and a Parquet file holds at least 12 bytes.  (Names starting with
+    ``_`` or ``.``, bookkeeping and temporary files, are left out before the name is looked at.)
+
+    >>> [parquet_name(n) for n in ("part-0.parquet", "part-1.PARQUET", "x.Pq", "20261127_110512_00042_abcde")]
+    [True, True, True, True]
+    >>> [parquet_name(n) for n in ("schema.json", "rows.csv", "part-0.parquet.crc", "part-0.c000")]
+    [False, False, False, False]
+    >>> parquet_name("hour=11_$folder$", 0), parquet_name("000000_0", 0), parquet_name("000000_0", None)
+    (False, False, True)
+    """
+    stem, dot, extension = name.rpartition(".")
+    if dot and stem:
+        return extension.lower() in PARQUET_EXTENSIONS
+    return size != 0
+
+
 #: the value Hive and Spark write for a null partition key
 HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
 
@@ -152,6 +185,9 @@ class ParquetSink:
     errors: list[SourceError] = field(default_factory=list)
     #: files the last call to :meth:`batches` left for a later run (still being written)
     pending: list[str] = field(default_factory=list)
+    #: files in the span the last call to :meth:`files` listed that were not read for their name (see
+    #: :func:`parquet_name`); said in a warning when they leave nothing to read
+    passed_over: list[str] = field(default_factory=list)
     clock: Callable[[], float] = time.monotonic
     #: the wall clock files' modification times are compared with (see :data:`IN_PROGRESS_SECONDS`)
     wall_clock: Callable[[], float] = time.time
@@ -181,24 +217,39 @@ class ParquetSink:
                 infos = self.filesystem.get_file_info(pafs.FileSelector(self.root, recursive=True))
             except OSError as exc:
                 raise SourceError(f"cannot list the sink: {exc}", path=self.uri, reason="unreachable") from None
-        out = []
+        out: list[FileEntry] = []
+        passed_over: list[str] = []
         for fi in infos:
             if fi.type != pafs.FileType.File:
                 continue
             rel = fi.path[len(self.root):].lstrip("/") if fi.path.startswith(self.root) else fi.base_name
             parts = rel.split("/")
-            if any(p.startswith((".", "_")) for p in parts) or not fi.base_name.endswith((".parquet", ".parq", ".pq")) \
-                    and info.type != pafs.FileType.File:
-                continue
+            if any(p.startswith((".", "_")) for p in parts):
+                continue  # bookkeeping (_SUCCESS, .part-0.parquet.crc), hidden and temporary names: never read
             # hive and Spark escape a key's value in the directory name (a/b as a%2Fb): values are unescaped
             keys = {k: unquote(v) for p in parts[:-1] if (m := _KEY_VALUE.match(p)) for k, v in [m.groups()]}
             span = partition_range(keys)
             if start is not None and end is not None and span is not None and (span[1] <= start or span[0] >= end):
                 continue
+            if info.type != pafs.FileType.File and not parquet_name(fi.base_name, fi.size):
+                passed_over.append(fi.path)  # in the window, but not read for its name
+                continue
             out.append(FileEntry(fi.path, fi.size or 0, fi.mtime_ns or 0, span, tuple(keys.items())))
         out.sort(key=lambda f: f.path)
         if isinstance(self.filesystem, pafs.LocalFileSystem):
             out = _without_aliases(out)
+        self.passed_over = sorted(passed_over)
+        if self.passed_over:
+            n = len(self.passed_over)
+            shown = ", ".join(os.path.basename(f) for f in self.passed_over[:3]) + (f" and {n - 3} more" if n > 3 else "")
+            # beside Parquet files they are mostly a writer's other output (a schema .json, a manifest .csv);
+            # alone they leave the run nothing to read, and it says why
+            if out:
+                log.debug("%s: %d file%s passed over by name (%s)", self.uri, n, "" if n == 1 else "s", shown)
+            else:
+                when = "" if start is None or end is None else f" for {_iso(start)}..{_iso(end)}"
+                log.warning("%s: no Parquet file to read%s: %d file%s passed over by name (%s); %s", self.uri, when,
+                            n, "" if n == 1 else "s", shown, READ_NAMES)
         return out
 
     # -- reading --------------------------------------------------------------
@@ -271,7 +322,11 @@ class ParquetSink:
                          _short(exc), extra={"file": entry.path})
                 self.pending.append(entry.path)
                 return
-            self.errors.append(SourceError(f"unreadable Parquet file: {_short(exc)}", path=entry.path,
+            # a name without an extension is read as Parquet (Hive, Trino, Athena): such a file may be another
+            # format, which the message says
+            why = "" if "." in entry.path.rsplit("/", 1)[-1].lstrip(".") else \
+                " (a name without an extension is read as Parquet)"
+            self.errors.append(SourceError(f"unreadable Parquet file{why}: {_short(exc)}", path=entry.path,
                                            reason="corrupt"))
             return
         if pf.metadata.num_rows == 0:  # a job that wrote nothing (often no columns either): nothing to read
@@ -300,6 +355,9 @@ class ParquetSink:
             plan = [(whole, False), (partly, True)]
         windowed = bool(self.timestamp) and (start is not None or end is not None)
         undated = 0  # rows without a timestamp belong to no window: left out, and said
+        # a file that fails part way has had its earlier batches counted by the consumer (a stream cannot take
+        # them back): its error says how many rows were read and counted, not that it was skipped
+        decoded = counted = 0
         try:
             for groups, needs_filter in plan:
                 if not groups:
@@ -312,6 +370,7 @@ class ParquetSink:
                            for b in pf.iter_batches(batch_size=batch_size, row_groups=chunk, columns=read,
                                                     use_threads=True))
                 for batch in batches:
+                    decoded += batch.num_rows
                     if windowed and read is names and (nulls := batch.column(self.timestamp).null_count):
                         undated += nulls
                         if not needs_filter:
@@ -321,12 +380,14 @@ class ParquetSink:
                     for name, value in constants.items():
                         batch = batch.append_column(name, pa.repeat(value, batch.num_rows))
                     if batch.num_rows:
+                        counted += batch.num_rows
                         yield batch
                     self._check_deadline(deadline, entry.path)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
             if isinstance(exc, SourceTimeout):
                 raise
-            self.errors.append(SourceError(f"failed while reading: {_short(exc)}", path=entry.path,
+            self.errors.append(SourceError(_read_failure(exc, decoded=decoded, counted=counted,
+                                                         rows=pf.metadata.num_rows), path=entry.path,
                                            reason="corrupt"))
         if undated:
             log.warning("%s: left out %d rows whose %s is null", entry.path, undated, self.timestamp,
@@ -371,6 +432,28 @@ def _without_aliases(files: list[FileEntry]) -> list[FileEntry]:
     log.debug("%d files listed more than once through symbolic links, each counted once",
               len(files) - len(chosen))
     return sorted(chosen.values(), key=lambda f: f.path)
+
+
+def _read_failure(exc: BaseException, *, decoded: int, counted: int, rows: int) -> str:
+    """The message of a file that failed while its row groups were read, after ``decoded`` of its ``rows`` rows
+    had been read and ``counted`` of them (those in the window) handed on.  The run logs it after "skipped ":
+    a file that handed nothing on was skipped; one that did was skipped only from the failure on.
+
+    >>> _read_failure(OSError("bad page"), decoded=0, counted=0, rows=600_000)
+    'failed while reading: bad page'
+    >>> _read_failure(OSError("bad page"), decoded=262_144, counted=262_144, rows=600_000)
+    'the rest of the file: 262,144 of its 600,000 rows were read and counted, then it failed: bad page'
+    >>> _read_failure(OSError("bad page"), decoded=262_144, counted=1_000, rows=600_000)
+    'the rest of the file: 262,144 of its 600,000 rows were read (1,000 of them in the window, counted), then it failed: bad page'
+    """
+    if not counted:
+        return f"failed while reading: {_short(exc)}"
+    read = "were read and counted" if counted == decoded else f"were read ({counted:,} of them in the window, counted)"
+    return f"the rest of the file: {decoded:,} of its {rows:,} rows {read}, then it failed: {_short(exc)}"
+
+
+def _iso(t: datetime) -> str:
+    return t.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _short(exc: BaseException) -> str:
@@ -488,8 +571,10 @@ def _schema_problems(schema: pa.Schema, columns: Mapping[str, ColumnKind], path:
             "timestamp": pa.types.is_timestamp(typ),
             "numeric": pa.types.is_integer(typ) or pa.types.is_floating(typ) or pa.types.is_boolean(typ)
             or pa.types.is_decimal(typ),
+            # floats too: an integer column with a missing value is float64 from pandas (whole numbers are
+            # read as the integers, NaN as missing: monitor.arrow.float_categories)
             "categorical": pa.types.is_string(typ) or pa.types.is_large_string(typ) or pa.types.is_integer(typ)
-            or pa.types.is_boolean(typ),
+            or pa.types.is_boolean(typ) or pa.types.is_floating(typ),
             "any": True,
         }[kind]
         if not ok:
