@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -181,8 +182,28 @@ Task = Literal["binary_classification", "multiclass_classification", "regression
 ColumnName = Annotated[str, Field(min_length=1)]
 
 
+def _path(value: str) -> str:
+    """A file or folder setting: never empty or only whitespace (``""`` would resolve to the
+    configuration's own folder, read recursively as the sink), also after ``${VAR}`` substitution.
+
+    >>> _path("./preds")
+    './preds'
+    >>> _path("  ")
+    Traceback (most recent call last):
+    ...
+    ValueError: must not be empty or only whitespace, got '  '
+    """
+    if not value.strip():
+        raise ValueError(f"must not be empty{' or only whitespace' if value else ''}, got {value!r}")
+    return value
+
+
+#: a path (local, relative to the configuration's folder, or a URI): never empty or blank
+PathStr = Annotated[str, AfterValidator(_path)]
+
+
 class PredictionsConfig(_Strict):
-    path: str
+    path: PathStr
     id: ColumnName
     timestamp: ColumnName
     prediction: ColumnName
@@ -192,7 +213,7 @@ class PredictionsConfig(_Strict):
 
 
 class GroundTruthConfig(_Strict):
-    path: str
+    path: PathStr
     id: ColumnName
     label: ColumnName
     timestamp: ColumnName
@@ -215,7 +236,7 @@ class FeaturesConfig(_Strict):
 class ReferenceConfig(_Strict):
     """A fixed Parquet dataset (``path``), a fixed range of the sink (``start``/``end``) or ``rolling``."""
 
-    path: str | None = None
+    path: PathStr | None = None
     start: Time | None = None
     end: Time | None = None
     rolling: Duration | None = None
@@ -283,7 +304,7 @@ class AlertingConfig(_Strict):
 
 class Config(_Strict):
     server: ServerConfig = ServerConfig()
-    state_dir: str = "./atalaia-state"
+    state_dir: PathStr = "./atalaia-state"
     log: LogConfig = LogConfig()
     storage: StorageConfig = StorageConfig()
     models: list[ModelConfig] = Field(min_length=1)
@@ -312,7 +333,7 @@ _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 def _interpolate(node: Any, path: str, env: Mapping[str, str], problems: list[tuple[str, str]],
-                 interpolated: set[str]) -> Any:
+                 interpolated: dict[str, str]) -> Any:
     if isinstance(node, dict):
         return {k: _interpolate(v, _join(path, k), env, problems, interpolated) for k, v in node.items()}
     if isinstance(node, list):
@@ -326,7 +347,7 @@ def _interpolate(node: Any, path: str, env: Mapping[str, str], problems: list[tu
             return env[name]
 
         if _ENV.search(node):
-            interpolated.add(path)
+            interpolated[path] = node  # the text as written
         return _ENV.sub(sub, node)
     return node
 
@@ -376,8 +397,9 @@ def parse_config(data: Any, *, source: str | None = None, env: Mapping[str, str]
     if not isinstance(data, dict):
         raise ConfigError([("", f"must be a mapping at the top level, got {type(data).__name__}")], source=source)
     env = os.environ if env is None else env
-    interpolated: set[str] = set()
+    interpolated: dict[str, str] = {}
     data = _interpolate(data, "", env, problems, interpolated)
+    unset = {p for p, _ in problems}  # values an unset variable left empty: said once, as unset
 
     if base_dir is not None:
         data = data | {"base_dir": base_dir}
@@ -389,7 +411,12 @@ def parse_config(data: Any, *, source: str | None = None, env: Mapping[str, str]
             loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
             msg = _message(err)
             where = _loc(loc)
-            if any(p == where or p.startswith((where + ".", where + "[")) for p in interpolated):
+            if where in unset:
+                continue
+            blank = isinstance(err["input"], str) and not err["input"].strip()  # nothing secret in it
+            if blank and where in interpolated:
+                msg += f" (from {interpolated[where]!r})"
+            elif any(p == where or p.startswith((where + ".", where + "[")) for p in interpolated):
                 msg = msg.replace(repr(err["input"]), "<redacted>")
             problems.append((_loc(loc), msg))
     registry = registry or Registry()
@@ -412,14 +439,91 @@ def load_config(path: str | Path, *, env: Mapping[str, str] | None = None, regis
         text = p.read_text()
     except OSError as exc:
         raise ConfigError([("", f"cannot read the configuration: {exc.strerror or exc}")], source=str(p)) from None
+    loader = _UniqueKeyLoader(text)
     try:
-        data = yaml.safe_load(text)
+        root = loader.get_single_node()
+        data = loader.construct_document(root) if root is not None else None
+        duplicates = _duplicate_key_problems(loader, root)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         raise ConfigError([("", f"{where}must be valid YAML ({getattr(exc, 'problem', exc)})")], source=str(p)) from None
-    return parse_config(data, source=str(p), env=env, registry=registry,
-                        base_dir=str(base_dir if base_dir is not None else p.parent.resolve()))
+    finally:
+        loader.dispose()
+    try:
+        cfg = parse_config(data, source=str(p), env=env, registry=registry,
+                           base_dir=str(base_dir if base_dir is not None else p.parent.resolve()))
+    except ConfigError as exc:  # a repeated key is reported together with every other problem
+        if not duplicates:
+            raise
+        raise ConfigError(duplicates + exc.problems, source=str(p)) from None
+    if duplicates:
+        raise ConfigError(duplicates, source=str(p))
+    return cfg
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that notes a key given twice in one mapping (which YAML forbids, and which
+    PyYAML otherwise lets the last occurrence win silently), with the line of every occurrence.
+
+    ``duplicates`` maps a mapping node's id to ``[(key, [mark, ...]), ...]``; keys merged in with
+    ``<<`` are not counted (the mapping's own value overrides them, as YAML means).
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.duplicates: dict[int, list[tuple[Any, list[yaml.Mark]]]] = {}
+        self._own_pairs: dict[int, list[tuple[yaml.Node, yaml.Node]]] = {}
+
+    def flatten_mapping(self, node: yaml.MappingNode) -> None:
+        # the first call sees the mapping as written, before ``<<`` merges are spliced into it
+        self._own_pairs.setdefault(id(node), list(node.value))
+        super().flatten_mapping(node)
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            self.flatten_mapping(node)
+            marks: dict[Any, list[yaml.Mark]] = {}
+            for key_node, _ in self._own_pairs[id(node)]:
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # a non-scalar key is refused by SafeConstructor as unhashable
+                marks.setdefault(self.construct_object(key_node), []).append(key_node.start_mark)
+            repeated = [(k, m) for k, m in marks.items() if len(m) > 1]
+            if repeated:
+                self.duplicates[id(node)] = repeated
+        return super().construct_mapping(node, deep=deep)
+
+
+def _duplicate_key_problems(loader: _UniqueKeyLoader, root: yaml.Node | None) -> list[tuple[str, str]]:
+    """One problem per key given more than once in a mapping, at the key's path, naming each line."""
+    out: list[tuple[int, str, str]] = []  # (first line, path, message): in the file's order
+    seen: set[int] = set()
+
+    def where(marks: list[yaml.Mark]) -> str:
+        lines = [m.line + 1 for m in marks]
+        if len(set(lines)) == len(lines):
+            return "on lines " + ", ".join(map(str, lines[:-1])) + f" and {lines[-1]}"
+        texts = [f"line {m.line + 1}, column {m.column + 1}" for m in marks]  # e.g. twice in one flow mapping
+        return "at " + ", ".join(texts[:-1]) + " and " + texts[-1]
+
+    def walk(node: yaml.Node, path: str) -> None:
+        if id(node) in seen:  # an alias: reported where its anchor is
+            return
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            for key, marks in loader.duplicates.get(id(node), []):
+                out.append((marks[0].line, _join(path, key),
+                            f"must be given once in its mapping, got it {where(marks)} (the last would silently win)"))
+            for key_node, value_node in node.value:
+                key = loader.construct_object(key_node) if isinstance(key_node, yaml.ScalarNode) else key_node.value
+                walk(value_node, _join(path, key))
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                walk(item, f"{path}[{i}]")
+
+    if root is not None:
+        walk(root, "")
+    return [(path, msg) for _, path, msg in sorted(out)]
 
 
 def _detector_problems(data: Any, registry: Registry) -> list[tuple[str, str]]:

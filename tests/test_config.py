@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import re
+import textwrap
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -740,3 +741,158 @@ def test_ground_truth_is_warned_about_while_no_detector_reads_labels() -> None:
     warnings = config_warnings(parse_config({"models": [plain, labelled]}))
     assert warnings == ["models[1].ground_truth (m2): accepted but not read: this release has no accuracy or "
                         "fairness detector that uses labels"]
+
+
+# --------------------------------------------------------------------------- empty paths and repeated keys
+
+#: every setting that names a file or folder, as a change to ``base_model()`` and the key path it is reported at
+PATH_SETTINGS = [
+    ("predictions.path", "models[0].predictions.path"),
+    ("ground_truth.path", "models[0].ground_truth.path"),
+    ("reference.path", "models[0].reference.path"),
+    ("state_dir", "state_dir"),
+]
+
+
+def _config_with_path(key: str, value: str) -> dict[str, Any]:
+    model = base_model(ground_truth={"path": "labels", "id": "id", "label": "y", "timestamp": "ts"})
+    data: dict[str, Any] = {"state_dir": "state", "models": [model]}
+    if key == "state_dir":
+        data["state_dir"] = value
+    else:
+        section, _ = key.split(".")
+        model[section] = {"path": value} if section == "reference" else model[section] | {"path": value}
+    model["window"] = "an hour"  # an unrelated mistake, reported too
+    return data
+
+
+@pytest.mark.parametrize("value", ["", "   ", "\t"], ids=["empty", "spaces", "tab"])
+@pytest.mark.parametrize(("key", "where"), PATH_SETTINGS, ids=[k for k, _ in PATH_SETTINGS])
+def test_an_empty_or_blank_path_is_a_config_error_beside_other_errors(tmp_path: Path, key: str, where: str,
+                                                                     value: str) -> None:
+    """An empty path would resolve to the configuration's own folder, read recursively as the sink."""
+    path = tmp_path / "atalaia.yaml"
+    path.write_text(yaml.safe_dump(_config_with_path(key, value)))
+    with pytest.raises(ConfigError) as exc:
+        load_config(path, env={})
+    found = problems_of(exc)
+    assert set(found) == {where, "models[0].window"}, exc.value.problems
+    (msg,) = found[where]
+    assert FORM.match(msg) and msg.startswith("must not be empty") and msg.endswith(f"got {value!r}"), msg
+
+
+def test_a_path_an_environment_variable_leaves_empty_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "atalaia.yaml"
+    path.write_text(textwrap.dedent("""\
+        state_dir: "${STATE}"
+        models:
+          - name: m
+            schedule: {every: 5m}
+            window: 1h
+            predictions: {path: "${PREDS_PATH}", id: id, timestamp: ts, prediction: y}
+            features: {numeric: [x]}
+            reference: {path: "${REF}/ref.parquet"}
+            detectors: [{type: psi, alert: -1}]
+        """))
+    with pytest.raises(ConfigError) as exc:
+        load_config(path, env={"PREDS_PATH": "", "STATE": " ", "REF": "."})
+    assert problems_of(exc) == {
+        "models[0].predictions.path": ["must not be empty, got '' (from '${PREDS_PATH}')"],
+        "state_dir": ["must not be empty or only whitespace, got ' ' (from '${STATE}')"],
+        "models[0].detectors[0].alert": problems_of(exc)["models[0].detectors[0].alert"],
+    }
+    # an unset variable is said once, as unset (not again as an empty path)
+    with pytest.raises(ConfigError) as exc:
+        load_config(path, env={"STATE": "state", "REF": "."})
+    assert problems_of(exc)["models[0].predictions.path"] == [
+        "must name a set environment variable, got unset ${PREDS_PATH}"]
+    # set to a path, it loads
+    path.write_text(path.read_text().replace("alert: -1", "alert: 0.3"))
+    cfg = load_config(path, env={"PREDS_PATH": "preds", "STATE": "state", "REF": "."})
+    assert cfg.resolve(cfg.models[0].predictions.path) == str((tmp_path / "preds").resolve())
+
+
+REPEATED_KEYS = """\
+state_dir: ./state
+models:
+  - name: m
+    schedule: {every: 5m}
+    window: 1h
+    predictions: {path: ./preds, id: id, timestamp: ts, prediction: y}
+    window: 7d
+    features: {numeric: [x], numeric: [z]}
+    reference: {rolling: 7d}
+    detectors: [{type: psi, warn: -1}]
+state_dir: ./other-state
+"""
+
+
+def test_a_repeated_key_is_reported_with_both_lines_beside_other_errors(tmp_path: Path) -> None:
+    path = tmp_path / "atalaia.yaml"
+    path.write_text(REPEATED_KEYS)
+    with pytest.raises(ConfigError) as exc:
+        load_config(path, env={})
+    found = problems_of(exc)
+    assert found["state_dir"] == ["must be given once in its mapping, got it on lines 1 and 11 "
+                                  "(the last would silently win)"]
+    assert found["models[0].window"] == ["must be given once in its mapping, got it on lines 5 and 7 "
+                                         "(the last would silently win)"]
+    assert found["models[0].features.numeric"] == [
+        "must be given once in its mapping, got it at line 8, column 16 and line 8, column 30 "
+        "(the last would silently win)"]
+    assert "models[0].detectors[0].warn" in found  # the other mistakes are reported in the same error
+    assert all(FORM.match(msg) for msgs in found.values() for msg in msgs)
+    # a file with only repeated keys is refused too (it would otherwise load, the last value winning)
+    path.write_text(REPEATED_KEYS.replace("warn: -1", "warn: 0.1"))
+    with pytest.raises(ConfigError) as exc:
+        load_config(path, env={})
+    assert set(problems_of(exc)) == {"state_dir", "models[0].window", "models[0].features.numeric"}
+
+
+def test_keys_merged_in_with_yaml_merge_may_be_overridden(tmp_path: Path) -> None:
+    path = tmp_path / "atalaia.yaml"
+    path.write_text(textwrap.dedent("""\
+        models:
+          - &base
+            name: a
+            schedule: {every: 5m}
+            window: 1h
+            predictions: {path: ./preds, id: id, timestamp: ts, prediction: y}
+            features: {numeric: [x]}
+            reference: {rolling: 7d}
+            detectors: [{type: psi}]
+          - <<: *base
+            name: b
+            window: 2h
+        """))
+    cfg = load_config(path, env={})
+    assert [(m.name, m.window) for m in cfg.models] == [("a", timedelta(hours=1)), ("b", timedelta(hours=2))]
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_a_config_without_repeated_keys_loads_as_before(path: Path) -> None:
+    names = set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", path.read_text()))
+    env = {n: f"value-of-{n}" for n in names}
+    expected = parse_config(yaml.safe_load(path.read_text()), env=env, base_dir=str(path.parent.resolve()))
+    assert load_config(path, env=env) == expected
+
+
+def test_validate_exits_2_naming_empty_paths_and_repeated_keys(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    import io
+
+    from monitor.cli import main
+
+    path = tmp_path / "atalaia.yaml"
+    path.write_text(REPEATED_KEYS.replace("path: ./preds", 'path: ""'))
+    capsys.readouterr()
+    out = io.StringIO()
+    assert main(["validate", "--config", str(path)], stdout=out) == 2
+    err = capsys.readouterr().err
+    assert out.getvalue() == ""
+    assert err.startswith(f"atalaia: {path}: 5 configuration problems\n"), err
+    for line in ("  state_dir: must be given once in its mapping, got it on lines 1 and 11",
+                 "  models[0].window: must be given once in its mapping, got it on lines 5 and 7",
+                 "  models[0].predictions.path: must not be empty, got ''",
+                 "  models[0].detectors[0].warn: "):
+        assert line in err, err
