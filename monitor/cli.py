@@ -145,6 +145,10 @@ def _check(args: argparse.Namespace, out: TextIO, registry: Registry | None) -> 
         # skipped files were logged by the evaluation (at ERROR, naming the model and the file): not repeated here
         for failure in ev.detector_failures:  # its findings are missing: the check is incomplete
             print(f"atalaia: model {m.name}: {failure}", file=sys.stderr)
+        if ev.pending_files:  # the daemon reads them on a later run; a check has none: said, not lost silently
+            print(f"atalaia: model {m.name}: left out {len(ev.pending_files)} file(s) still being written (no "
+                  f"footer yet, modified within in_progress_grace): {', '.join(ev.pending_files[:3])}"
+                  f"{', …' if len(ev.pending_files) > 3 else ''}", file=sys.stderr)
         # nothing compared is not "all ok": an empty reference or window is bad input (exit 2), said once each
         # (an empty reference by the evaluation's WARNING, which names the model and the reference)
         empty = ev.reference_rows == 0 or ev.rows == 0

@@ -116,6 +116,9 @@ class Evaluation:
     partitions_reused: int = 0
     #: detectors that raised while scoring (logged with their traceback); the others' findings stand
     detector_failures: list[str] = field(default_factory=list)
+    #: files of the reference or the window left out of this run as still being written (no footer yet,
+    #: modified within ``in_progress_grace``): a later run reads them
+    pending_files: list[str] = field(default_factory=list)
 
     @property
     def outcome(self) -> str:
@@ -144,6 +147,8 @@ class _Reference:
     summaries: list[Any]
     #: files skipped while building it: such a reference is used for its run only, never cached
     errors: list[SourceError] = field(default_factory=list)
+    #: files left out as still being written (no footer yet, within ``in_progress_grace``)
+    pending: list[str] = field(default_factory=list)
 
 
 class Evaluator:
@@ -279,8 +284,13 @@ class Evaluator:
                 raise _sink_error(exc, prefix="reference: ") from exc
             if ref.profile.n_rows == 0 and ref is not self._warned_empty:
                 self._warned_empty = ref
-                log.warning("model %s: the %s has no rows: every finding is insufficient_data until it has some",
-                            self.model.name, self.describe_reference(at))
+                if ref.pending:  # its files are there, still being written: not "no rows"
+                    log.warning("model %s: the %s has no rows yet: %d file(s) still being written were left out "
+                                "(%s); every finding is insufficient_data until they are complete", self.model.name,
+                                self.describe_reference(at), len(ref.pending), ", ".join(ref.pending[:3]))
+                else:
+                    log.warning("model %s: the %s has no rows: every finding is insufficient_data until it has "
+                                "some", self.model.name, self.describe_reference(at))
             return ref, cached, waited
         finally:
             self._reference_lock.release()
@@ -322,13 +332,14 @@ class Evaluator:
             # (a pending file makes it a build of this run only, as below: it is read, or reported, next run)
             lasting = all(e.reason in LASTING_REASONS for e in sink.errors) and not sink.pending
             self._reference = _Reference(key if lasting else f"{key}-partial-{uuid.uuid4().hex}", profile,
-                                         [d.summarise(profile) for d in self.detectors], list(sink.errors))
+                                         [d.summarise(profile) for d in self.detectors], list(sink.errors),
+                                         list(sink.pending))
             return self._reference, False
         if sink.pending:
             # a file still being written was left out: built again next run rather than cached without it, so
             # that it is read once complete, or reported corrupt should its writer die
             self._reference = _Reference(f"{key}-pending-{uuid.uuid4().hex}", profile,
-                                         [d.summarise(profile) for d in self.detectors])
+                                         [d.summarise(profile) for d in self.detectors], pending=list(sink.pending))
             return self._reference, False
         tmp = cache.with_suffix(".tmp")
         try:
@@ -448,7 +459,7 @@ class Evaluator:
                 for batch in coalesce(batches, rows=BATCH_ROWS):
                     yield i, batch
                 group.errors = list(sink.errors)
-                group.pending = bool(sink.pending)
+                group.pending = list(sink.pending)
 
         # each group is merged into the window's profile, in file order, as soon as it is complete (one
         # merge order whether a partition was read now or earlier): a run holds the group being counted and
@@ -508,7 +519,8 @@ class Evaluator:
         return Evaluation(model=self.model.name, window_start=start, window_end=end, findings=findings,
                           rows=profile.n_rows, reference_rows=ref.profile.n_rows, errors=errors,
                           duration_seconds=self.monotonic() - t0, reference_cached=cached,
-                          partitions_reused=len(known), detector_failures=failed)
+                          partitions_reused=len(known), detector_failures=failed,
+                          pending_files=[*ref.pending, *(f for g in todo for f in g.pending)])
 
     def _keep(self, fresh: dict[tuple[Any, ...], Profile], reference_key: str, start: datetime) -> None:
         with self._partitions_lock:
@@ -608,4 +620,4 @@ class _Group:
     key: tuple[Any, ...]
     files: list[FileEntry]
     errors: list[SourceError] = field(default_factory=list)
-    pending: bool = False  # a file was left for a later run (still being written)
+    pending: list[str] = field(default_factory=list)  # files left for a later run (still being written)

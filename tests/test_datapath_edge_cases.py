@@ -310,3 +310,28 @@ def test_a_class_written_as_booleans_is_the_class_written_as_0_and_1(tmp_path: P
     assert {f["detector"] for f in pred} == {"psi", "chi2", "data_quality"}
     assert {f["status"] for f in pred} == {"ok"}, pred
     assert code == 0
+
+
+def test_check_says_which_files_it_left_out_as_still_being_written(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """A footerless file modified within in_progress_grace is left for a later run, which a one-shot check
+    does not have: its rows were lost without a word, and for a reference the warning said it "has no rows"."""
+    _sink(tmp_path)
+    late = tmp_path / "preds" / "late.parquet"
+    pq.write_table(_table(AT - timedelta(minutes=20), n=300, seed=3), late)
+    late.write_bytes(late.read_bytes()[:-200])  # no footer yet
+    _set_mtime(late, AT - timedelta(minutes=1))
+    config = _config(tmp_path, reference={"path": "ref.parquet"}, predictions={
+        "path": "preds", "id": "id", "timestamp": "ts", "prediction": "pred", "in_progress_grace": "36500d"})
+    code, findings = _check(config)
+    err = capsys.readouterr().err
+    assert {f["n_current"] for f in findings} == {400}
+    assert f"left out 1 file(s) still being written (no footer yet, modified within in_progress_grace): {late}" \
+        in err
+    # the reference's only file still being written: "no rows yet", and which file
+    ref = tmp_path / "ref.parquet"
+    ref.write_bytes(ref.read_bytes()[:-200])
+    code, findings = _check(config, AT + timedelta(seconds=1))
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "has no rows yet: 1 file(s) still being written were left out" in err and str(ref) in err
