@@ -465,9 +465,7 @@ def wasserstein_binned(reference: NumericReference, current: NumericCounts) -> f
         cross = np.where(aa + ab > 0, (da * da + db * db) / (2.0 * (aa + ab)), 0.0)
     per_bin = np.where(same, 0.5 * (aa + ab), cross)
     if reference.atoms.size:  # an atom's bin holds the atom alone, at its left edge: both CDFs step there
-        at = np.searchsorted(reference.edges, reference.atoms, side="right") - 1
-        at = at[(at >= 0) & (at < per_bin.size)]
-        per_bin[at] = ab[at]
+        per_bin[reference.atom_bins] = ab[reference.atom_bins]
     inner = float(np.sum(w * per_bin))
     # the slots' distances from the edges the counts were cut at: ``bin_edges`` differs from them only in
     # an infinite top edge, above which no finite value lies (the slot is then empty)

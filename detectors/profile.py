@@ -146,9 +146,14 @@ class NumericReference:
         bin is a few float32 ulps wide, and no other value lies in it), any other at its midpoint."""
         e = self.bin_edges
         mid = 0.5 * e[:-1] + 0.5 * e[1:]  # halves first: no overflow next to the largest float
-        if self.atoms.size:  # searched in ``edges``: an atom at the largest float has the bin up to +inf
-            mid[np.searchsorted(self.edges, self.atoms, side="right") - 1] = self.atoms
+        mid[self.atom_bins] = self.atoms
         return mid
+
+    @functools.cached_property
+    def atom_bins(self) -> np.ndarray:
+        """The interior bin of each atom (searched in ``edges``: an atom at the largest float has the bin
+        up to +inf)."""
+        return np.searchsorted(self.edges, self.atoms, side="right") - 1
 
     @property
     def n_nan(self) -> int:

@@ -109,9 +109,27 @@ def float_categories(arr: pa.Array) -> pa.Array:
     return compute().cast(pa.array(x, mask=missing), pa.string())
 
 
+def category_values(arr: pa.Array) -> pa.Array:
+    """``arr`` as the values categories are read from: floats as :func:`float_categories` reads them
+    (a dictionary of floats decoded first) and booleans as 1 and 0, as numeric columns read them (a class
+    written as 0/1 in one file and as booleans in another is the same class); any other array as it is.
+
+    >>> category_values(pa.array([True, None, False])).to_pylist()
+    [1, None, 0]
+    """
+    if pa.types.is_dictionary(arr.type) and (pa.types.is_floating(arr.dictionary.type)
+                                             or pa.types.is_boolean(arr.dictionary.type)):
+        arr = arr.dictionary_decode()
+    if pa.types.is_floating(arr.type):
+        return float_categories(arr)
+    if pa.types.is_boolean(arr.type):
+        return compute().cast(arr, pa.int8())
+    return arr
+
+
 def labels(arr: pa.Array) -> np.ndarray:
     """An object array of the values as ``str`` (``None`` for nulls), through a dictionary encoding:
-    one Python string per distinct value; floats as :func:`float_categories` reads them.
+    one Python string per distinct value, of :func:`category_values`.
 
     >>> labels(pa.array([3, None, 3])).tolist()
     ['3', None, '3']
@@ -120,10 +138,7 @@ def labels(arr: pa.Array) -> np.ndarray:
     >>> labels(pa.array([True, None])).tolist()
     ['1', None]
     """
-    if pa.types.is_floating(arr.type):
-        arr = float_categories(arr)
-    elif pa.types.is_boolean(arr.type):  # 1 and 0, as category_counts and numeric columns read them
-        arr = compute().cast(arr, pa.int8())
+    arr = category_values(arr)
     if not pa.types.is_dictionary(arr.type):
         if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
             arr = compute().cast(arr, pa.string())

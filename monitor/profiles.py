@@ -23,7 +23,7 @@ from detectors.profile import (
     Profile,
 )
 
-from .arrow import compute, filled, float_categories, labels, values_view
+from .arrow import category_values, compute, filled, labels, values_view
 from .columns import Columns
 
 __all__ = ["Columns", "reference_profile", "WindowProfiler", "concat_batches", "to_batch"]
@@ -42,20 +42,15 @@ def numeric_values(col: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, int]:
 
 def category_counts(col: pa.Array | pa.ChunkedArray) -> CategoricalCounts:
     """Counts per category: ``bincount`` over dictionary codes or small integers, else Arrow's hash kernel.
-    A float column's whole numbers are integer categories and its NaNs missing (:func:`float_categories`);
-    a boolean column's values are the categories ``1`` and ``0`` (as numeric columns read them).
+    Of :func:`~monitor.arrow.category_values`: a float column's whole numbers are integer categories and
+    its NaNs missing, a boolean column's values the categories ``1`` and ``0``.
 
     >>> sorted(category_counts(pa.array([True, False, None, True])).counts.items())
     [('0', 1), ('1', 2)]
     """
     if isinstance(col, pa.ChunkedArray):
         col = col.combine_chunks()
-    if pa.types.is_dictionary(col.type) and pa.types.is_floating(col.dictionary.type):
-        col = col.dictionary_decode()
-    if pa.types.is_floating(col.type):  # whole numbers as integers, NaN missing (see float_categories)
-        col = float_categories(col)
-    elif pa.types.is_boolean(col.type):  # 1 and 0, as a file holding the class as an integer writes it
-        col = compute().cast(col, pa.int8())
+    col = category_values(col)
     n_null = col.null_count
     if pa.types.is_dictionary(col.type):
         codes = values_view(compute().drop_null(col.indices) if n_null else col.indices)
