@@ -124,8 +124,11 @@ def probe_of(values, reference, *, n_null=0):
     n = int(counts.sum())
     k, s1, s2, below, above = (float(v) for v in sums)
     return NumericCounts(counts=counts, n_null=n_null, n_nan=int(stats[0]) - n_null, n_posinf=int(stats[1]),
-                         n_neginf=int(stats[2]), below_sum=below if ne and counts[0] else 0.0,
-                         above_sum=above if ne and counts[-1] else 0.0, mean=k + s1 / n if n else 0.0,
+                         n_neginf=int(stats[2]),
+                         # the probe sums the tail values; counts keep their distances from the end edges
+                         below_distance=counts[0] * float(reference.edges[0]) - below if ne and counts[0] else 0.0,
+                         above_distance=above - counts[-1] * float(reference.edges[-1]) if ne and counts[-1] else 0.0,
+                         mean=k + s1 / n if n else 0.0,
                          m2=max(s2 - s1 * s1 / n, 0.0) if n else 0.0)
 
 modes = ["full", "numeric free", "all free"] + (["probe"] if probe_lib else [])
