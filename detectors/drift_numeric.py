@@ -29,7 +29,14 @@ them at 0.15 and 0.38 sd).  Every detector is also a test: a finding
 breaches only when its p-value survives Benjamini–Hochberg at ``alpha``
 0.05 across the detector's columns, which keeps no-change false alarms at or
 under 5 % per run however small the window (measured in
-``tests/test_drift_calibration.py``).
+``tests/test_drift_calibration.py``).  The fine-grid tests (KS, CvM and so
+Wasserstein, AD, the rank tests of mean_shift) take their p-values from
+limit laws, except where a pair's *effective size* — the smaller sample
+times the pooled share outside its largest bin — is under 300 (windows of
+under 300 rows; rare events, a few values outside a dominant zero): there
+the limit laws fail and the p-value is the permutation one of
+:mod:`detectors.permutation`, exact at any size (see
+:func:`conditional_p_values`).
 
 =================  ==========================  ======  ======  =================================
 detector           value                       warn    alert   p-value
@@ -42,7 +49,7 @@ total_variation    TV distance                 0.08    0.2     χ² homogeneity,
 wasserstein        W1 / reference sd           0.2     0.5     Cramér–von Mises, fine grid
 ks                 KS D                        0.06    0.15    KS (asymptotic, tie-aware), grid
 cramer_von_mises   CvM distance ω²             0.004   0.02    Cramér–von Mises, fine grid
-anderson_darling   AD distance                 0.02    0.12    Anderson–Darling, fine grid (300 rows)
+anderson_darling   AD distance                 0.02    0.12    Anderson–Darling, fine grid
 mean_shift         Δmean/sd or Δmad/mad        0.2     0.5     Wilcoxon + Ansari–Bradley
 =================  ==========================  ======  ======  =================================
 
@@ -63,6 +70,7 @@ from scipy import special
 from .base import Batch, Context, Finding, Param, boolean
 from .drift_categorical import BinnedDistance
 from .drift_common import ColumnDrift, Stat, drift_params, join_notes
+from .permutation import needs_permutation, permutation_note, permutation_p_values
 from .profile import NumericCounts, NumericReference, Profile, per_pair
 
 __all__ = [
@@ -70,7 +78,7 @@ __all__ = [
     "AndersonDarling", "MeanShift",
     "psi", "ks_binned", "ks_p_value", "ks_tied_sf", "js_distance", "kl_divergence", "hellinger",
     "wasserstein_binned", "cramer_von_mises_binned", "cvm_p_value", "mean_abs_deviation", "rank_test", "rank_tests",
-    "anderson_darling_binned", "ad_p_value", "mean_shift",
+    "anderson_darling_binned", "ad_p_value", "mean_shift", "conditional_p_values",
     "PSI_EPSILON", "KS_LIMIT_N", "KS_TIE_STEP", "RawSample", "batch_numeric",
 ]
 
@@ -707,6 +715,26 @@ def _shared_cvm(reference: NumericReference, current: NumericCounts) -> tuple[fl
                     lambda: cramer_von_mises_binned(reference.counts, current.counts))
 
 
+def conditional_p_values(reference: NumericReference, current: NumericCounts) -> tuple[dict[str, float], str] | None:
+    """The pair's permutation p-values and their note when its effective size is under
+    :data:`~detectors.permutation.PERMUTATION_BELOW` (few values outside one dominant bin, or a
+    small sample), else ``None``; computed once per pair for every grid test
+    (:func:`detectors.permutation.permutation_p_values`).
+
+    >>> ref = NumericReference.from_values(np.random.default_rng(0).normal(size=5000))
+    >>> conditional_p_values(ref, NumericCounts.of(np.random.default_rng(1).normal(size=5000), ref)) is None
+    True
+    >>> p, note = conditional_p_values(ref, NumericCounts.of(np.random.default_rng(1).normal(size=150), ref))
+    >>> sorted(p), note.startswith("permutation p-value")
+    (['ad', 'ansari', 'cvm', 'ks', 'wilcoxon'], True)
+    """
+    if not needs_permutation(reference.counts, current.counts):
+        return None
+    return per_pair(current, reference, "permutation",
+                    lambda: (permutation_p_values(reference.counts, current.counts),
+                             permutation_note(reference.counts, current.counts)))
+
+
 _AD_B0 = np.array([0.675, 1.281, 1.645, 1.96, 2.326, 2.573, 3.085])
 _AD_B1 = np.array([-0.245, 0.25, 0.678, 1.149, 1.822, 2.364, 3.615])
 _AD_B2 = np.array([-0.105, -0.305, -0.362, -0.391, -0.396, -0.345, -0.154])
@@ -992,7 +1020,8 @@ def mean_shift(reference: NumericReference, current: NumericCounts) -> tuple[flo
       are scaled by the sd of both samples together.
     * p-value: :math:`\\min(1, 2\\min(p_{loc}, p_{spread}))`, Bonferroni over a
       Wilcoxon rank-sum test (location) and an Ansari–Bradley test (spread)
-      on the grid counts (:func:`rank_tests`).  A Welch z and an F test of the
+      on the grid counts (:func:`rank_tests`; permutation p-values of the same
+      two statistics for a small effective size, :func:`conditional_p_values`).  A Welch z and an F test of the
       running moments were measured first: on skewed or heavy-tailed
       columns (lognormal, t3) with windows of a few hundred rows they
       rejected 3-6 times the nominal rate at p = 0.0025, the level that
@@ -1014,8 +1043,12 @@ def mean_shift(reference: NumericReference, current: NumericCounts) -> tuple[flo
         d_spread = abs(ac / ar - 1)
     else:
         d_spread = abs(ac - ar) / scale if scale > 0 else 0.0
-    tests = rank_tests(reference.counts, current.counts)
-    (_, p_loc), (_, p_spread) = tests["wilcoxon"], tests["ansari"]
+    conditional = conditional_p_values(reference, current)
+    if conditional is None:
+        tests = rank_tests(reference.counts, current.counts)
+        (_, p_loc), (_, p_spread) = tests["wilcoxon"], tests["ansari"]
+    else:
+        (p_loc, p_spread), note = (conditional[0]["wilcoxon"], conditional[0]["ansari"]), join_notes(note, conditional[1])
     text = f"mean {xc:.6g} (reference {xr:.6g}), mean abs deviation {ac:.6g} (reference {ar:.6g})"
     return (float(max(d_mean, d_spread)), float(min(1.0, 2 * min(p_loc, p_spread))),
             "; ".join(x for x in (text, note) if x))
@@ -1251,6 +1284,9 @@ class Wasserstein(ColumnDrift):
         scale, note = _scale(reference, current)
         value = w1 / scale if scale > 0 else 0.0
         _, pv, _ = _shared_cvm(reference, current)
+        conditional = conditional_p_values(reference, current)
+        if conditional is not None:
+            pv, note = conditional[0]["cvm"], join_notes(note, conditional[1])
         return Stat(value=float(value), p_value=pv, note=join_notes(f"W1 {w1:.6g} in column units", note))
 
 
@@ -1336,14 +1372,22 @@ class KS(ColumnDrift):
             from scipy import stats
 
             x, y = reference.sample, current.sample
-            _, pooled = np.unique(np.concatenate([x, y]), return_counts=True)  # the distinct values are the bins
-            if pooled.max() > KS_TIE_STEP * pooled.sum():  # tied: the criterion of ks_p_value
+            _, where, pooled = np.unique(np.concatenate([x, y]), return_inverse=True, return_counts=True)
+            if pooled.max() > KS_TIE_STEP * pooled.sum():  # tied (the distinct values are the bins): as ks_p_value
                 d = float(stats.ks_2samp(x, y, method="asymp").statistic)
+                by_value = (np.bincount(where[:x.size], minlength=pooled.size),
+                            np.bincount(where[x.size:], minlength=pooled.size))
+                if needs_permutation(*by_value):
+                    return Stat(value=d, p_value=permutation_p_values(*by_value)["ks"],
+                                note=join_notes("exact", permutation_note(*by_value)))
                 return Stat(value=d, p_value=ks_p_value(d, n_reference=x.size, n_current=y.size, pooled=pooled),
                             note="exact; tie-aware p-value")
             res = stats.ks_2samp(x, y)
             return Stat(value=float(res.statistic), p_value=float(res.pvalue), note="exact")
         d = ks_binned(reference.counts, current.counts)
+        conditional = conditional_p_values(reference, current)
+        if conditional is not None:
+            return Stat(value=d, p_value=conditional[0]["ks"], note=conditional[1])
         return Stat(value=d, p_value=ks_p_value(d, n_reference=reference.n, n_current=current.n_finite,
                                                 pooled=reference.counts + current.counts))
 
@@ -1379,6 +1423,9 @@ class CramerVonMises(ColumnDrift):
 
     def statistic(self, reference: NumericReference, current: NumericCounts) -> Stat:
         t, pv, omega2 = _shared_cvm(reference, current)
+        conditional = conditional_p_values(reference, current)
+        if conditional is not None:
+            return Stat(value=omega2, p_value=conditional[0]["cvm"], note=join_notes(f"T {t:.6g}", conditional[1]))
         return Stat(value=omega2, p_value=pv, note=f"T {t:.6g}")
 
 
@@ -1399,13 +1446,15 @@ class AndersonDarling(ColumnDrift):
     the tails more than ω² and does not grow with the sample size.
 
     Defaults: ``warn`` 0.02, ``alert`` 0.12 — the distance of a 0.2-sd and a
-    0.5-sd normal location shift; ``alpha`` 0.05 (BH); ``min_rows`` 300.
+    0.5-sd normal location shift; ``alpha`` 0.05 (BH); ``min_rows`` 100.
     Scholz & Stephens' table is asymptotic, and a window of a few hundred
-    rows against a large reference has a heavier tail: p < 0.0025 came 1.6
-    to 1.9 times as often as nominal at 120 and 200 rows against 5 000, so a
-    25-feature model alarmed in 5.9 % and 5.4-6.0 % of no-change runs there,
-    5.0 % at 250 rows and 3.6 % at 300 (1 500 runs each).  Below 300 rows
-    the other tests speak.
+    rows against a large reference has a heavier tail (p < 0.0025 came 1.6
+    to 1.9 times as often as nominal at 120 and 200 rows against 5 000; a
+    25-feature model alarmed in 5.4-6.0 % of no-change runs there, 5.0 % at
+    250 rows and 3.6 % at 300), so under an effective size of 300
+    (:func:`conditional_p_values`) the p-value is the permutation one of
+    :mod:`detectors.permutation`, exact at any size; the ``min_rows`` of 300
+    that guarded the table is gone.
 
     >>> ref = NumericReference.from_values(np.random.default_rng(0).normal(size=20000))
     >>> s = AndersonDarling().statistic(ref, NumericCounts.of(np.random.default_rng(1).normal(0.5, size=20000), ref))
@@ -1416,10 +1465,13 @@ class AndersonDarling(ColumnDrift):
     name: ClassVar[str] = "anderson_darling"
     statistic_name: ClassVar[str] = "ad_distance"
     applies_to = frozenset({"numeric"})
-    params = drift_params(warn=0.02, alert=0.12, test=True, min_rows=300)
+    params = drift_params(warn=0.02, alert=0.12, test=True)
 
     def statistic(self, reference: NumericReference, current: NumericCounts) -> Stat:
         a2, pv, dist = anderson_darling_binned(reference.counts, current.counts)
+        conditional = conditional_p_values(reference, current)
+        if conditional is not None:
+            return Stat(value=dist, p_value=conditional[0]["ad"], note=join_notes(f"standardised A2 {a2:.6g}", conditional[1]))
         return Stat(value=dist, p_value=pv, note=f"standardised A2 {a2:.6g}")
 
 

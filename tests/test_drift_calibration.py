@@ -11,23 +11,28 @@ alert.  The documented per-run rate is at most 5 %; with 200 trials the test
 allows up to 18 runs — the 99th percentile of Binomial(200, 0.05) — so a
 detector whose true rate is 5 % fails this test 0.6 % of the time.
 
-Measured (seeded, deterministic) false-alarm runs of 200: g_test 8 (4 %),
-chi2 6, psi / jensen_shannon / kl_divergence / hellinger / total_variation /
-ks 3, anderson_darling / cramer_von_mises / mean_shift 1, data_quality /
-multivariate / wasserstein 0 — 1.25 % pooled over the detectors (a failing
+Measured (seeded, deterministic) false-alarm runs of 200: g_test and
+chi2 6 (3 %), psi / jensen_shannon / kl_divergence / hellinger / total_variation 3,
+ks 2, anderson_darling / cramer_von_mises / mean_shift 1, data_quality /
+multivariate / wasserstein 0 — 1.14 % pooled over the detectors (a failing
 test prints the table).
 
 At the smallest windows the asymptotic laws are weakest, so a second run puts
-each detector's window 20 rows above its default ``min_rows`` (120 rows for
-``min_rows`` 100, which the multivariate rows reach too; 320 for
-``anderson_darling``, whose ``min_rows`` is 300).  Over 4 000 no-change runs
-at 120 rows and 3 000 at 200 (fresh seeds): chi2 5.2 % / 4.5 %, g_test
-5.0 % / 3.8 %, cramer_von_mises 4.5 % / 4.9 %, wasserstein 4.2 % / 3.7 %.
-anderson_darling's asymptotic table is liberal for a few hundred rows against
-5 000 (p < 0.0025 1.6-1.9 times as often as nominal): 5.9 % at 120 rows,
-5.4-6.0 % at 200, 5.0 % at 250, 3.6 % at 300, 1.2 % at 400 (1 500 runs each),
-hence its ``min_rows`` of 300.  ks is tie-aware on the discrete features (see
-``tests/test_ks_ties.py``).  Both runs allow the same 18 of 200 per detector.
+each detector's window 20 rows above its default ``min_rows`` (120 rows: every
+default ``min_rows`` is 100, which the multivariate rows reach too).  Over 4 000
+no-change runs at 120 rows and 3 000 at 200 (fresh seeds): chi2 5.2 % / 4.5 %,
+g_test 5.0 % / 3.8 %, cramer_von_mises 4.5 % / 4.9 %, wasserstein 4.2 % / 3.7 %
+(with limit-law p-values).  anderson_darling's asymptotic table was liberal
+for a few hundred rows against 5 000 (p < 0.0025 1.6-1.9 times as often as
+nominal: 5.9 % at 120 rows, 5.4-6.0 % at 200, 5.0 % at 250, 3.6 % at 300),
+which held its ``min_rows`` at 300; under an effective size of 300 the
+fine-grid tests now take permutation p-values (detectors/permutation.py),
+exact at any size, and its ``min_rows`` is 100 like the others: 10 runs of
+200 at 120 rows (5 %).  The other counts at 120 rows: chi2 10, g_test 8,
+cramer_von_mises, wasserstein and the five binned distances 14, ks 12,
+mean_shift 8, multivariate 1, data_quality 0.  ks is tie-aware on the discrete
+features (see ``tests/test_ks_ties.py``).  Both runs allow the same 18 of 200
+per detector.
 
 Power: 0.25-sd shifts planted in 5 of 20 numeric features of varied shape
 (normal, lognormal, t3 and uniform moved by 0.25 sd; the Poisson count by
