@@ -178,23 +178,41 @@ class ScheduleConfig(_Strict):
 Task = Literal["binary_classification", "multiclass_classification", "regression"]
 
 
-#: a column name: never empty (an empty name matches no column in any file)
-ColumnName = Annotated[str, Field(min_length=1)]
+def _not_blank(value: str) -> str:
+    """A path or column setting: never empty or only whitespace, also after ``${VAR}`` substitution
+    (an empty path would resolve to the configuration's own folder, read recursively as the sink; a
+    blank column name matches no column any writer meant).
 
-
-def _path(value: str) -> str:
-    """A file or folder setting: never empty or only whitespace (``""`` would resolve to the
-    configuration's own folder, read recursively as the sink), also after ``${VAR}`` substitution.
-
-    >>> _path("./preds")
+    >>> _not_blank("./preds")
     './preds'
-    >>> _path("  ")
+    >>> _not_blank("  ")
     Traceback (most recent call last):
     ...
     ValueError: must not be empty or only whitespace, got '  '
     """
     if not value.strip():
         raise ValueError(f"must not be empty{' or only whitespace' if value else ''}, got {value!r}")
+    return value
+
+
+#: a column name: never empty or only whitespace (such a name matches no column any writer meant)
+ColumnName = Annotated[str, AfterValidator(_not_blank)]
+
+
+def _path(value: str) -> str:
+    """A file or folder setting: not blank (:func:`_not_blank`), and a URI names what follows its scheme.
+
+    >>> _path("s3://preds/model-a")
+    's3://preds/model-a'
+    >>> _path("s3:///")
+    Traceback (most recent call last):
+    ...
+    ValueError: names no bucket or host after 's3://', got 's3:///'
+    """
+    _not_blank(value)
+    scheme, sep, rest = value.partition("://")
+    if sep and not rest.strip().strip("/"):
+        raise ValueError(f"names no bucket or host after {scheme + sep!r}, got {value!r}")
     return value
 
 

@@ -896,3 +896,38 @@ def test_validate_exits_2_naming_empty_paths_and_repeated_keys(tmp_path: Path,
                  "  models[0].predictions.path: must not be empty, got ''",
                  "  models[0].detectors[0].warn: "):
         assert line in err, err
+
+
+@pytest.mark.parametrize("value", ["s3://", "s3:///", "s3:// "], ids=["bare", "slash", "blank"])
+@pytest.mark.parametrize(("key", "where"), PATH_SETTINGS[:3], ids=[k for k, _ in PATH_SETTINGS[:3]])
+def test_a_uri_without_a_bucket_is_a_config_error_beside_other_errors(tmp_path: Path, key: str, where: str,
+                                                                     value: str) -> None:
+    """``s3://`` (a ``${BUCKET}`` left empty in ``s3://${BUCKET}``) names nothing to list: said at load,
+    with the other problems, instead of an unreachable sink on every run."""
+    path = tmp_path / "atalaia.yaml"
+    path.write_text(yaml.safe_dump(_config_with_path(key, value)))
+    with pytest.raises(ConfigError) as exc:
+        load_config(path, env={})
+    found = problems_of(exc)
+    assert set(found) == {where, "models[0].window"}, exc.value.problems
+    assert found[where] == [f"names no bucket or host after 's3://', got {value!r}"]
+
+
+def test_blank_column_names_are_config_errors_each_with_its_path(tmp_path: Path) -> None:
+    """A column name of spaces (a ``${COLUMN}`` set to ' ') matches no column any writer meant; every
+    such name is reported with its path, together."""
+    model = base_model()
+    model["predictions"] = model["predictions"] | {"id": "  "}
+    model["features"] = {"numeric": ["x", " "], "categorical": ["\t"]}
+    path = tmp_path / "atalaia.yaml"
+    path.write_text(yaml.safe_dump({"state_dir": "state", "models": [model]}))
+    with pytest.raises(ConfigError) as exc:
+        load_config(path, env={})
+    found = problems_of(exc)
+    assert found["models[0].predictions.id"] == ["must not be empty or only whitespace, got '  '"]
+    assert found["models[0].features.numeric[1]"] == ["must not be empty or only whitespace, got ' '"]
+    assert found["models[0].features.categorical[0]"] == ["must not be empty or only whitespace, got '\\t'"]
+    model["features"] = {"numeric": ["x ", "y"]}  # a trailing space is a name a writer can give
+    model["predictions"] = model["predictions"] | {"id": "id"}
+    path.write_text(yaml.safe_dump({"state_dir": "state", "models": [model]}))
+    assert load_config(path, env={}).models[0].features.numeric == ["x ", "y"]

@@ -277,7 +277,7 @@ def test_a_file_failing_in_its_first_row_group_is_still_skipped_with_no_rows(
     assert code == 2
     assert {f["n_current"] for f in findings} == {1000}  # the good file only
     (line,) = [ln for ln in err.splitlines() if str(bad) in ln]
-    assert "model m: skipped failed while reading: " in line and line.endswith(f"(file={bad})"), err
+    assert "model m: skipped the file, which failed while reading: " in line and line.endswith(f"(file={bad})"), err
     assert "rows were read" not in err, err
 
 

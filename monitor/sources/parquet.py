@@ -440,14 +440,14 @@ def _read_failure(exc: BaseException, *, decoded: int, counted: int, rows: int) 
     a file that handed nothing on was skipped; one that did was skipped only from the failure on.
 
     >>> _read_failure(OSError("bad page"), decoded=0, counted=0, rows=600_000)
-    'failed while reading: bad page'
+    'the file, which failed while reading: bad page'
     >>> _read_failure(OSError("bad page"), decoded=262_144, counted=262_144, rows=600_000)
     'the rest of the file: 262,144 of its 600,000 rows were read and counted, then it failed: bad page'
     >>> _read_failure(OSError("bad page"), decoded=262_144, counted=1_000, rows=600_000)
     'the rest of the file: 262,144 of its 600,000 rows were read (1,000 of them in the window, counted), then it failed: bad page'
     """
     if not counted:
-        return f"failed while reading: {_short(exc)}"
+        return f"the file, which failed while reading: {_short(exc)}"
     read = "were read and counted" if counted == decoded else f"were read ({counted:,} of them in the window, counted)"
     return f"the rest of the file: {decoded:,} of its {rows:,} rows {read}, then it failed: {_short(exc)}"
 
