@@ -766,17 +766,23 @@ def _config_with_path(key: str, value: str) -> dict[str, Any]:
     return data
 
 
-@pytest.mark.parametrize("value", ["", "   ", "\t"], ids=["empty", "spaces", "tab"])
-@pytest.mark.parametrize(("key", "where"), PATH_SETTINGS, ids=[k for k, _ in PATH_SETTINGS])
-def test_an_empty_or_blank_path_is_a_config_error_beside_other_errors(tmp_path: Path, key: str, where: str,
-                                                                     value: str) -> None:
-    """An empty path would resolve to the configuration's own folder, read recursively as the sink."""
+def _path_problems(tmp_path: Path, key: str, where: str, value: str) -> dict[str, list[str]]:
+    """The problems of a configuration with ``value`` at ``key`` and a bad window: exactly those two."""
     path = tmp_path / "atalaia.yaml"
     path.write_text(yaml.safe_dump(_config_with_path(key, value)))
     with pytest.raises(ConfigError) as exc:
         load_config(path, env={})
     found = problems_of(exc)
     assert set(found) == {where, "models[0].window"}, exc.value.problems
+    return found
+
+
+@pytest.mark.parametrize("value", ["", "   ", "\t"], ids=["empty", "spaces", "tab"])
+@pytest.mark.parametrize(("key", "where"), PATH_SETTINGS, ids=[k for k, _ in PATH_SETTINGS])
+def test_an_empty_or_blank_path_is_a_config_error_beside_other_errors(tmp_path: Path, key: str, where: str,
+                                                                     value: str) -> None:
+    """An empty path would resolve to the configuration's own folder, read recursively as the sink."""
+    found = _path_problems(tmp_path, key, where, value)
     (msg,) = found[where]
     assert FORM.match(msg) and msg.startswith("must not be empty") and msg.endswith(f"got {value!r}"), msg
 
@@ -904,12 +910,7 @@ def test_a_uri_without_a_bucket_is_a_config_error_beside_other_errors(tmp_path: 
                                                                      value: str) -> None:
     """``s3://`` (a ``${BUCKET}`` left empty in ``s3://${BUCKET}``) names nothing to list: said at load,
     with the other problems, instead of an unreachable sink on every run."""
-    path = tmp_path / "atalaia.yaml"
-    path.write_text(yaml.safe_dump(_config_with_path(key, value)))
-    with pytest.raises(ConfigError) as exc:
-        load_config(path, env={})
-    found = problems_of(exc)
-    assert set(found) == {where, "models[0].window"}, exc.value.problems
+    found = _path_problems(tmp_path, key, where, value)
     assert found[where] == [f"names no bucket or host after 's3://', got {value!r}"]
 
 
