@@ -728,11 +728,13 @@ def conditional_p_values(reference: NumericReference, current: NumericCounts) ->
     >>> sorted(p), note.startswith("permutation p-value")
     (['ad', 'ansari', 'cvm', 'ks', 'wilcoxon'], True)
     """
-    if not needs_permutation(reference.counts, current.counts):
-        return None
-    return per_pair(current, reference, "permutation",
-                    lambda: (permutation_p_values(reference.counts, current.counts),
-                             permutation_note(reference.counts, current.counts)))
+    def compute() -> tuple[dict[str, float], str] | None:
+        if not needs_permutation(reference.counts, current.counts):
+            return None
+        return (permutation_p_values(reference.counts, current.counts),
+                permutation_note(reference.counts, current.counts))
+
+    return per_pair(current, reference, "permutation", compute)  # the decision too: once per pair
 
 
 _AD_B0 = np.array([0.675, 1.281, 1.645, 1.96, 2.326, 2.573, 3.085])
