@@ -374,7 +374,7 @@ class BinnedDistance(ColumnDrift):
     def distance(self, p: np.ndarray, q: np.ndarray) -> float:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def statistic(self, reference: Any, current: Any) -> Stat:
+    def statistic(self, reference: Any, current: Any, *, smallest_p: float = 1.0) -> Stat:
         p, q, _ = shared_binned_pair(reference, current)
         _, pv, _, pooled, _, _, exact = homogeneity_test(reference, current)
         return Stat(value=self.distance(p, q), p_value=pv,
@@ -386,7 +386,8 @@ class _ContingencyDrift(ColumnDrift):
 
     lambda_: ClassVar[str]
 
-    def statistic(self, reference: CategoricalReference, current: CategoricalCounts) -> Stat:
+    def statistic(self, reference: CategoricalReference, current: CategoricalCounts, *,
+                  smallest_p: float = 1.0) -> Stat:
         stat, pv, dof, pooled, n, m, exact = homogeneity_test(reference, current, statistic=self.lambda_)
         return Stat(value=cohens_w(stat, n, m), p_value=pv,
                     note=join_notes(f"{self.lambda_} statistic {stat:.4g}, dof {dof}", pooled_note(pooled, exact),

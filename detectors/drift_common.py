@@ -93,7 +93,10 @@ class ColumnDrift(Detector):
     kind: ClassVar = "drift"
     statistic_name: ClassVar[str]
 
-    def statistic(self, reference: Any, current: Any) -> Stat:  # pragma: no cover - abstract
+    def statistic(self, reference: Any, current: Any, *, smallest_p: float = 1.0) -> Stat:  # pragma: no cover
+        """The column's statistic and p-value.  ``smallest_p``: the p-value a lone drifted column must be able
+        to reach to pass the correction (``alpha`` over the detector's columns); a Monte Carlo p-value draws
+        enough to get there, an analytic one ignores it."""
         raise NotImplementedError
 
     def current_n(self, current: Any) -> int:
@@ -112,6 +115,8 @@ class ColumnDrift(Detector):
 
     def score(self, summary: Profile, current: Profile, *, context: Context) -> list[Finding]:
         cols = self.targets(c for c in summary.columns_for(self.applies_to) if c in current.columns_for(self.applies_to))
+        alpha = getattr(self, "alpha", None)
+        smallest_p = (alpha if alpha else 1.0) / max(1, len(cols))
         rows: list[dict[str, Any]] = []
         for col in cols:
             ref = summary.numeric.get(col) or summary.categorical.get(col)
@@ -123,7 +128,7 @@ class ColumnDrift(Detector):
                 short = f"{n_ref} reference and {n_cur} window values, fewer than min_rows {self.min_rows}"
                 row |= {"value": None, "p_value": None, "insufficient": True, "note": join_notes(row["note"], short)}
             else:
-                stat = self.statistic(ref, cur)
+                stat = self.statistic(ref, cur, smallest_p=smallest_p)
                 note = "; ".join(x for x in (row["note"], stat.note) if x) or None
                 if stat.value is None or np.isnan(stat.value):  # e.g. spreads past float64's range: no verdict
                     note = "; ".join(x for x in (note, NOT_FINITE) if x)
@@ -132,7 +137,6 @@ class ColumnDrift(Detector):
                     row |= {"value": stat.value, "p_value": stat.p_value, "note": note, "insufficient": False}
             rows.append(row)
         p = np.array([np.nan if r["p_value"] is None else r["p_value"] for r in rows])
-        alpha = getattr(self, "alpha", None)
         p_adj = adjust_p_values(p, method=getattr(self, "correction", "bh"))
         findings = []
         window_start, window_end = iso(context.window_start), iso(context.window_end)

@@ -70,7 +70,7 @@ from scipy import special
 from .base import Batch, Context, Finding, Param, boolean
 from .drift_categorical import BinnedDistance
 from .drift_common import ColumnDrift, Stat, drift_params, join_notes
-from .permutation import needs_permutation, permutation_note, permutation_p_values
+from .permutation import draws_for, needs_permutation, permutation_note, permutation_p_values
 from .profile import NumericCounts, NumericReference, Profile, per_pair
 
 __all__ = [
@@ -715,11 +715,14 @@ def _shared_cvm(reference: NumericReference, current: NumericCounts) -> tuple[fl
                     lambda: cramer_von_mises_binned(reference.counts, current.counts))
 
 
-def conditional_p_values(reference: NumericReference, current: NumericCounts) -> tuple[dict[str, float], str] | None:
+def conditional_p_values(reference: NumericReference, current: NumericCounts, *, smallest_p: float = 1.0
+                         ) -> tuple[dict[str, float], str] | None:
     """The pair's permutation p-values and their note when its effective size is under
     :data:`~detectors.permutation.PERMUTATION_BELOW` (few values outside one dominant bin, or a
     small sample), else ``None``; computed once per pair for every grid test
-    (:func:`detectors.permutation.permutation_p_values`).
+    (:func:`detectors.permutation.permutation_p_values`), with the draws
+    :func:`~detectors.permutation.draws_for` gives for ``smallest_p`` (the p-value a lone drifted
+    column must be able to reach: ``alpha`` over the detector's columns).
 
     >>> ref = NumericReference.from_values(np.random.default_rng(0).normal(size=5000))
     >>> conditional_p_values(ref, NumericCounts.of(np.random.default_rng(1).normal(size=5000), ref)) is None
@@ -731,10 +734,11 @@ def conditional_p_values(reference: NumericReference, current: NumericCounts) ->
     def compute() -> tuple[dict[str, float], str] | None:
         if not needs_permutation(reference.counts, current.counts):
             return None
-        return (permutation_p_values(reference.counts, current.counts),
+        return (permutation_p_values(reference.counts, current.counts, max_draws=draws),
                 permutation_note(reference.counts, current.counts))
 
-    return per_pair(current, reference, "permutation", compute)  # the decision too: once per pair
+    draws = draws_for(smallest_p)
+    return per_pair(current, reference, f"permutation:{draws}", compute)  # the decision too: once per pair
 
 
 _AD_B0 = np.array([0.675, 1.281, 1.645, 1.96, 2.326, 2.573, 3.085])
@@ -1012,7 +1016,8 @@ def rank_test(reference: np.ndarray, current: np.ndarray, *, kind: str) -> tuple
     return rank_tests(reference, current)[kind]
 
 
-def mean_shift(reference: NumericReference, current: NumericCounts) -> tuple[float, float, str]:
+def mean_shift(reference: NumericReference, current: NumericCounts, *, smallest_p: float = 1.0
+               ) -> tuple[float, float, str]:
     """Standardised shift of the mean and of the spread, with a test: ``(value, p_value, note)``.
 
     * value: :math:`\\max(|\\bar y - \\bar x| / s_x,\\; |a_y / a_x - 1|)` — the mean
@@ -1045,7 +1050,7 @@ def mean_shift(reference: NumericReference, current: NumericCounts) -> tuple[flo
         d_spread = abs(ac / ar - 1)
     else:
         d_spread = abs(ac - ar) / scale if scale > 0 else 0.0
-    conditional = conditional_p_values(reference, current)
+    conditional = conditional_p_values(reference, current, smallest_p=smallest_p)
     if conditional is None:
         tests = rank_tests(reference.counts, current.counts)
         (_, p_loc), (_, p_spread) = tests["wilcoxon"], tests["ansari"]
@@ -1281,12 +1286,13 @@ class Wasserstein(ColumnDrift):
     applies_to = frozenset({"numeric"})
     params = drift_params(warn=0.2, alert=0.5, test=True)
 
-    def statistic(self, reference: NumericReference, current: NumericCounts) -> Stat:
+    def statistic(self, reference: NumericReference, current: NumericCounts, *,
+                  smallest_p: float = 1.0) -> Stat:
         w1 = wasserstein_binned(reference, current)
         scale, note = _scale(reference, current)
         value = w1 / scale if scale > 0 else 0.0
         _, pv, _ = _shared_cvm(reference, current)
-        conditional = conditional_p_values(reference, current)
+        conditional = conditional_p_values(reference, current, smallest_p=smallest_p)
         if conditional is not None:
             pv, note = conditional[0]["cvm"], join_notes(note, conditional[1])
         return Stat(value=float(value), p_value=pv, note=join_notes(f"W1 {w1:.6g} in column units", note))
@@ -1302,13 +1308,18 @@ class KS(ColumnDrift):
     a count, zeros, a cap) it is the tie-aware law of :func:`ks_tied_sf`,
     otherwise Kolmogorov's law as ``ks_2samp(method="asymp")``.
 
+    Under an effective size of 300 (:func:`conditional_p_values`: a window
+    of under 300 rows, or few values outside one dominant value) the
+    p-value is the permutation one of :mod:`detectors.permutation` instead.
+
     ``exact: true`` keeps the raw finite values of the reference (once) and
     of every window batch (through the per-batch hooks) and runs
     ``scipy.stats.ks_2samp`` on them: memory then grows with the window.
     When one distinct value holds more than 1 % of both samples together,
     the p-value is the same tie-aware law on the raw pooled values (scipy's
-    exact and asymptotic laws assume no ties); the exact finite-sample law
-    with ties, a count of lattice paths, costs O(nm).
+    exact and asymptotic laws assume no ties), or under an effective size
+    of 300 the permutation p-value with the distinct values as bins; the
+    exact finite-sample law with ties, a count of lattice paths, costs O(nm).
 
     Defaults: ``warn`` 0.06 and ``alert`` 0.15 — the D of a 0.2-sd and a
     0.5-sd location shift of a uniform feature, :math:`d/\\sqrt{12}`, the
@@ -1369,7 +1380,8 @@ class KS(ColumnDrift):
                     roles=current.roles, extras=current.extras),
             context=context)
 
-    def statistic(self, reference: NumericReference, current: NumericCounts) -> Stat:
+    def statistic(self, reference: NumericReference, current: NumericCounts, *,
+                  smallest_p: float = 1.0) -> Stat:
         if isinstance(reference, _ExactReference) and isinstance(current, _ExactCounts) and current.sample.size:
             from scipy import stats
 
@@ -1380,14 +1392,14 @@ class KS(ColumnDrift):
                 by_value = (np.bincount(where[:x.size], minlength=pooled.size),
                             np.bincount(where[x.size:], minlength=pooled.size))
                 if needs_permutation(*by_value):
-                    return Stat(value=d, p_value=permutation_p_values(*by_value)["ks"],
-                                note=join_notes("exact", permutation_note(*by_value)))
+                    pv = permutation_p_values(*by_value, max_draws=draws_for(smallest_p))["ks"]
+                    return Stat(value=d, p_value=pv, note=join_notes("exact", permutation_note(*by_value)))
                 return Stat(value=d, p_value=ks_p_value(d, n_reference=x.size, n_current=y.size, pooled=pooled),
                             note="exact; tie-aware p-value")
             res = stats.ks_2samp(x, y)
             return Stat(value=float(res.statistic), p_value=float(res.pvalue), note="exact")
         d = ks_binned(reference.counts, current.counts)
-        conditional = conditional_p_values(reference, current)
+        conditional = conditional_p_values(reference, current, smallest_p=smallest_p)
         if conditional is not None:
             return Stat(value=d, p_value=conditional[0]["ks"], note=conditional[1])
         return Stat(value=d, p_value=ks_p_value(d, n_reference=reference.n, n_current=current.n_finite,
@@ -1423,9 +1435,10 @@ class CramerVonMises(ColumnDrift):
     applies_to = frozenset({"numeric"})
     params = drift_params(warn=0.004, alert=0.02, test=True)
 
-    def statistic(self, reference: NumericReference, current: NumericCounts) -> Stat:
+    def statistic(self, reference: NumericReference, current: NumericCounts, *,
+                  smallest_p: float = 1.0) -> Stat:
         t, pv, omega2 = _shared_cvm(reference, current)
-        conditional = conditional_p_values(reference, current)
+        conditional = conditional_p_values(reference, current, smallest_p=smallest_p)
         if conditional is not None:
             return Stat(value=omega2, p_value=conditional[0]["cvm"], note=join_notes(f"T {t:.6g}", conditional[1]))
         return Stat(value=omega2, p_value=pv, note=f"T {t:.6g}")
@@ -1469,9 +1482,10 @@ class AndersonDarling(ColumnDrift):
     applies_to = frozenset({"numeric"})
     params = drift_params(warn=0.02, alert=0.12, test=True)
 
-    def statistic(self, reference: NumericReference, current: NumericCounts) -> Stat:
+    def statistic(self, reference: NumericReference, current: NumericCounts, *,
+                  smallest_p: float = 1.0) -> Stat:
         a2, pv, dist = anderson_darling_binned(reference.counts, current.counts)
-        conditional = conditional_p_values(reference, current)
+        conditional = conditional_p_values(reference, current, smallest_p=smallest_p)
         if conditional is not None:
             return Stat(value=dist, p_value=conditional[0]["ad"], note=join_notes(f"standardised A2 {a2:.6g}", conditional[1]))
         return Stat(value=dist, p_value=pv, note=f"standardised A2 {a2:.6g}")
@@ -1501,6 +1515,7 @@ class MeanShift(ColumnDrift):
     applies_to = frozenset({"numeric"})
     params = drift_params(warn=0.2, alert=0.5, test=True)
 
-    def statistic(self, reference: NumericReference, current: NumericCounts) -> Stat:
-        value, pv, note = mean_shift(reference, current)
+    def statistic(self, reference: NumericReference, current: NumericCounts, *,
+                  smallest_p: float = 1.0) -> Stat:
+        value, pv, note = mean_shift(reference, current, smallest_p=smallest_p)
         return Stat(value=value, p_value=pv, note=note)

@@ -17,11 +17,12 @@ share of such random splits whose *T* is at least the observed one.  That p-valu
 exact at every sample size; this module estimates it by Monte Carlo, with
 Besag & Clifford's (1991) sequential stopping: drawing stops for a test once *h* =
 :data:`STOP_AFTER` draws have reached its observed statistic, giving :math:`p = h/L`
-after *L* draws, and otherwise after :data:`MAX_DRAWS` draws with
-:math:`p = (g + 1)/(B + 1)`.  Both are valid p-values: :math:`P(p \\le \\alpha) \\le \\alpha`
-under no change, whatever the number of draws.  A window that did not change typically
-stops after a few dozen draws; the smallest p-value is :math:`1/(B+1)`, about 5e-4,
-enough for one drifted feature among 100 to pass a correction at 0.05.
+after *L* draws, and otherwise after *B* draws with :math:`p = (g + 1)/(B + 1)`.  Both
+are valid p-values: :math:`P(p \\le \\alpha) \\le \\alpha` under no change, whatever the
+number of draws.  A window that did not change typically stops after a few dozen draws;
+the smallest p-value is :math:`1/(B+1)`, and *B* (:func:`draws_for`) is what a lone
+drifted column needs to pass the detector's correction: at least :data:`MAX_DRAWS`,
+4 x columns / alpha, at most :data:`DRAWS_CAP`.
 
 The statistics are those of the grid tests with every bin a group of tied values (the
 out-of-range slots too: their values are tied here rather than distinct, the same for
@@ -63,21 +64,30 @@ True
 
 from __future__ import annotations
 
+import math
 import zlib
 
 import numpy as np
 
 __all__ = ["PERMUTATION_BELOW", "MAX_DRAWS", "STOP_AFTER", "TESTS", "effective_size", "needs_permutation",
-           "permutation_p_values", "permutation_note"]
+           "permutation_p_values", "permutation_note", "draws_for"]
 
 #: an effective size (see :func:`effective_size`) under this gets permutation p-values
 PERMUTATION_BELOW = 300
-#: draws at most per pair: the smallest p-value is 1 / (MAX_DRAWS + 1)
+#: draws at most per pair by default: the smallest p-value is then 1 / (MAX_DRAWS + 1); see :func:`draws_for`
 MAX_DRAWS = 2000
+#: the most draws :func:`draws_for` asks for, whatever the number of columns
+DRAWS_CAP = 20_000
 #: a test stops drawing once this many draws reached its observed statistic (Besag & Clifford's h)
 STOP_AFTER = 10
-#: draws per vectorised step
+#: draws in the first vectorised step; each next step doubles, up to CHUNK_MAX
 CHUNK = 50
+CHUNK_MAX = 1000
+#: pooled counts of at least this many values are scored bin by bin (rows x bins) rather than by runs of
+#: constant C with prefix sums, whose differences of large sums lose digits as the counts grow
+DENSE_FROM = 1 << 20
+#: numpy's hypergeometric sampler takes fewer than this many values on either side
+_HYPERGEOMETRIC_MAX = 10**9
 #: bins holding more than this share of the pooled values are drawn bin by bin (hypergeometric), the rest item by item
 _BIG_BIN = 0.01
 #: a pool of at most this many values is drawn from through a lookup table of their bins (4 bytes each)
@@ -130,6 +140,20 @@ def needs_permutation(reference: np.ndarray, current: np.ndarray) -> bool:
     return effective_size(p, q) < PERMUTATION_BELOW
 
 
+def draws_for(smallest_p: float) -> int:
+    """Draws at most for a p-value that must be able to reach ``smallest_p`` (a detector's ``alpha`` over its
+    number of columns, the level Benjamini–Hochberg or Bonferroni asks of a lone drifted column): enough that
+    ``(g + 1)/(B + 1)`` gets to half of it with one draw at the observed statistic (``mean_shift`` doubles its
+    smaller p-value); never fewer than :data:`MAX_DRAWS`, never more than :data:`DRAWS_CAP`.
+
+    >>> draws_for(0.05 / 20), draws_for(0.05 / 100), draws_for(0.05 / 5000)
+    (2000, 7999, 20000)
+    """
+    if not 0 < smallest_p <= 1:
+        raise ValueError(f"smallest_p must be in (0, 1], got {smallest_p}")
+    return int(min(DRAWS_CAP, max(MAX_DRAWS, math.ceil(4 / smallest_p) - 1)))
+
+
 def permutation_note(reference: np.ndarray, current: np.ndarray) -> str:
     """The finding note of a permutation p-value."""
     return (f"permutation p-value (effective size {effective_size(reference, current):.0f} "
@@ -140,17 +164,22 @@ class _Null:
     """The pooled counts' fixed quantities, and the statistics of many drawn samples at once.
 
     The drawn sample (``m`` values; the other sample holds ``n``) is given sparse: its bins
-    and counts, row by row.  Its cumulative count C is constant between two of its bins, so
-    each statistic sums or maximises over those runs of bins with prefix sums of the pooled
-    quantities: O(values drawn) per draw, not O(bins).  All five statistics are symmetric in
-    the two samples, so the drawn one may be either.
+    and counts, row by row.  Under :data:`DENSE_FROM` pooled values its cumulative count C,
+    constant between two of its bins, lets each statistic sum or maximise over those runs of
+    bins with prefix sums of the pooled quantities: O(values drawn) per draw, not O(bins).
+    From :data:`DENSE_FROM` on, those differences of large prefix sums would lose the digits
+    that tell two splits apart, and every bin is scored (rows x bins).  All five statistics
+    are symmetric in the two samples, so the drawn one may be either.
     """
 
     def __init__(self, pooled: np.ndarray, n: int, m: int) -> None:
         l = pooled.astype(np.float64)
+        self.l = l
         self.size, self.n, self.m = l.size, float(n), float(m)
         big_n = float(n + m)
         self.big_n = big_n
+        # a bin scored costs about a tenth of a drawn value scored by runs (and keeps its digits at any size)
+        self.dense = n + m >= DENSE_FROM or 10 * min(m, l.size) > l.size
         cum = np.cumsum(l)
         self.cum = cum
         lo = cum - l
@@ -174,18 +203,49 @@ class _Null:
         def prefix(x: np.ndarray) -> np.ndarray:  # prefix[e + 1] - prefix[s]: the sum over bins s … e
             return np.concatenate([[0.0], np.cumsum(x)])
 
-        self.s_l, self.s_lc, self.s_lc2 = prefix(l), prefix(l * cum), prefix(l * cum * cum)
-        self.s_w, self.s_wb, self.s_wb2 = prefix(w), prefix(w * ba), prefix(w * ba * ba)
+        if not self.dense:
+            self.s_l, self.s_lc, self.s_lc2 = prefix(l), prefix(l * cum), prefix(l * cum * cum)
+            self.s_w, self.s_wb, self.s_wb2 = prefix(w), prefix(w * ba), prefix(w * ba * ba)
 
     def statistics(self, row: np.ndarray, bins: np.ndarray, counts: np.ndarray) -> np.ndarray:
         """``(len(TESTS), rows)`` statistics of drawn samples given as ``(row, bin, count)`` entries
-        sorted by row and bin, every row holding at least one."""
+        sorted by row and bin, rows numbered from 0, every row holding at least one."""
+        first = np.flatnonzero(np.concatenate([[True], row[1:] != row[:-1]]))
+        c = counts.astype(np.float64)
+        m = self.m
+        wil = np.abs(np.add.reduceat(c * self.mid[bins], first) - m * self.mean_mid)
+        ans = np.abs(np.add.reduceat(c * self.ansari[bins], first) - m * self.mean_ansari)
+        if self.dense:
+            q = np.zeros((first.size, self.size))
+            q[row, bins] = c
+            ks, cvm, ad = self._dense(q)
+        else:
+            ks, cvm, ad = self._runs(first, row, bins, c)
+        return np.stack([ks, cvm, ad, wil, ans])
+
+    def dense_statistics(self, q: np.ndarray) -> np.ndarray:
+        """``(len(TESTS), rows)`` statistics of drawn samples given as a (rows x bins) count matrix."""
+        ks, cvm, ad = self._dense(q)
+        wil = np.abs(q @ self.mid - self.m * self.mean_mid)
+        ans = np.abs(q @ self.ansari - self.m * self.mean_ansari)
+        return np.stack([ks, cvm, ad, wil, ans])
+
+    def _dense(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        n, m, big_n = self.n, self.m, self.big_n
+        cq = np.cumsum(q, axis=1)
+        d = self.cum / n - cq * (1.0 / n + 1.0 / m)  # F - G at each bin's end
+        ks = np.max(np.abs(d), axis=1)
+        cvm = (d * d) @ self.l * (n * m / (big_n * big_n))
+        num = m * self.ba - big_n * (cq - 0.5 * q)  # N P_mid - n B_mid, with the signs of the drawn side
+        ad = (num * num) @ self.w * ((1.0 / n + 1.0 / m) * (big_n - 1.0) / (big_n * big_n))
+        return ks, cvm, ad
+
+    def _runs(self, first: np.ndarray, row: np.ndarray, bins: np.ndarray, c: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         n, m, big_n, cum = self.n, self.m, self.big_n, self.cum
         kappa = 1.0 / n + 1.0 / m
         e_n = row.size
-        first = np.flatnonzero(np.concatenate([[True], row[1:] != row[:-1]]))
         last = np.concatenate([first[1:], [e_n]]) - 1
-        c = counts.astype(np.float64)
         run = np.cumsum(c)
         big_c = run - np.repeat(run[first] - c[first], np.diff(np.concatenate([first, [e_n]])))
         start = bins
@@ -200,7 +260,8 @@ class _Null:
         ks_run = np.maximum(np.abs(cum[start] / n - kappa * big_c), np.abs(cum[end] / n - kappa * big_c))
         ks = np.maximum(np.maximum.reduceat(ks_run, first), np.where(lead > 0, cum[lead - 1] / n, 0.0))
         # CvM: Σ l (cum/n - κC)²
-        cvm_run = over(self.s_lc2) / (n * n) - 2 * kappa * big_c / n * over(self.s_lc) + kappa * kappa * big_c * big_c * over(self.s_l)
+        cvm_run = (over(self.s_lc2) / (n * n) - 2 * kappa * big_c / n * over(self.s_lc)
+                   + kappa * kappa * big_c * big_c * over(self.s_l))
         cvm = (np.add.reduceat(cvm_run, first) + self.s_lc2[lead] / (n * n)) * (n * m / (big_n * big_n))
         # AD: Σ w (m B - N C_mid)², C_mid = C - q/2 in a drawn bin, C elsewhere
         ad_run = (m * m * over(self.s_wb2) - 2 * m * big_n * big_c * over(self.s_wb)
@@ -208,9 +269,7 @@ class _Null:
         at = m * self.ba[bins]
         ad_run += self.w[bins] * ((at - big_n * (big_c - c / 2)) ** 2 - (at - big_n * big_c) ** 2)
         ad = (np.add.reduceat(ad_run, first) + m * m * self.s_wb2[lead]) * (kappa * (big_n - 1.0) / (big_n * big_n))
-        wil = np.abs(np.add.reduceat(c * self.mid[bins], first) - m * self.mean_mid)
-        ans = np.abs(np.add.reduceat(c * self.ansari[bins], first) - m * self.mean_ansari)
-        return np.stack([ks, cvm, ad, wil, ans])
+        return ks, cvm, ad
 
 
 def _distinct(rng: np.random.Generator, pool: int, left: np.ndarray) -> np.ndarray:
@@ -236,44 +295,68 @@ def _distinct(rng: np.random.Generator, pool: int, left: np.ndarray) -> np.ndarr
         key[repeat] = row_start + rng.integers(0, pool, size=repeat.size)
 
 
-def _draw(rng: np.random.Generator, pooled: np.ndarray, k: int, rows: int
-          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``rows`` random splits: ``k`` values drawn without replacement from ``pooled``, as
-    ``(row, bin, count)`` entries sorted by row and bin.
+class _Sampler:
+    """Random splits of ``pooled``: ``k`` values drawn without replacement, as ``(row, bin, count)`` entries
+    sorted by row and bin (everything that depends on the pooled counts alone is built once).
 
-    Bins holding over :data:`_BIG_BIN` of the values are drawn one hypergeometric count
-    at a time for all rows together; the values left to draw come item by item from the
-    other bins, so a draw costs about the effective size, not ``k``.
+    Bins holding over :data:`_BIG_BIN` of the values are drawn one hypergeometric count at
+    a time for all rows together; the values left to draw come item by item from the other
+    bins, so a draw costs about the effective size, not ``k``.  Where a big bin or the rest
+    holds :data:`_HYPERGEOMETRIC_MAX` values or more (numpy's limit) its count is binomial
+    instead: without the finite-population correction its spread is a little wider, which
+    errs conservative.
     """
-    size = pooled.size
-    total = int(pooled.sum())
-    big = np.flatnonzero(pooled > _BIG_BIN * total)
-    left = np.full(rows, k, np.int64)
-    pool = total
-    keys, weights = [], []
-    for b in big:
-        good = int(pooled[b])
-        bad = pool - good
-        got = rng.hypergeometric(good, bad, left) if bad > 0 else left.copy()
-        keys.append(np.arange(rows) * size + b)
-        weights.append(got)
-        left -= got
-        pool = bad
-    if pool > 0 and left.any():
+
+    def __init__(self, pooled: np.ndarray, k: int) -> None:
+        self.size, self.k = pooled.size, k
+        self.total = int(pooled.sum())
+        self.big = np.flatnonzero(pooled > _BIG_BIN * self.total)
+        self.big_counts = [int(pooled[b]) for b in self.big]
         rest = pooled.copy()
-        rest[big] = 0
-        picks = _distinct(rng, pool, left)
-        if pool <= _LOOKUP_MAX:  # the bin of each of the pool's values, looked up
-            bins = np.repeat(np.arange(size, dtype=np.int32), rest)[picks]
-        else:
-            bins = np.searchsorted(np.cumsum(rest), picks, side="right")
-        keys.append(np.repeat(np.arange(rows) * size, left) + bins)
-        weights.append(np.ones(picks.size, np.int64))
-    key, where = np.unique(np.concatenate(keys), return_inverse=True)
-    count = np.bincount(where, weights=np.concatenate(weights), minlength=key.size).astype(np.int64)
-    keep = count > 0
-    key, count = key[keep], count[keep]
-    return key // size, key % size, count
+        rest[self.big] = 0
+        self.pool = int(rest.sum())
+        # the bin of each of the rest's values: looked up in a table, or searched in the cumulative counts
+        self.lookup = np.repeat(np.arange(self.size, dtype=np.int32), rest) if self.pool <= _LOOKUP_MAX else None
+        self.cum_rest = None if self.lookup is not None else np.cumsum(rest)
+
+    def draw(self, rng: np.random.Generator, rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(row, bin, count)`` entries sorted by row and bin."""
+        key, weight = self._keys(rng, rows)
+        key, where = np.unique(key, return_inverse=True)
+        count = np.bincount(where, weights=weight, minlength=key.size).astype(np.int64)
+        keep = count > 0
+        key, count = key[keep], count[keep]
+        return key // self.size, key % self.size, count
+
+    def draw_dense(self, rng: np.random.Generator, rows: int) -> np.ndarray:
+        """The same splits (the same random numbers) as a (rows x bins) count matrix."""
+        key, weight = self._keys(rng, rows)
+        return np.bincount(key, weights=weight, minlength=rows * self.size).reshape(rows, self.size)
+
+    def _keys(self, rng: np.random.Generator, rows: int) -> tuple[np.ndarray, np.ndarray]:
+        """Keys ``row * bins + bin`` of the drawn values and their counts (a key may repeat)."""
+        size = self.size
+        left = np.full(rows, self.k, np.int64)
+        pool = self.total
+        keys, weights = [], []
+        for b, good in zip(self.big, self.big_counts, strict=True):
+            bad = pool - good
+            if bad <= 0:
+                got = left.copy()
+            elif max(good, bad) >= _HYPERGEOMETRIC_MAX:  # kept to what the bin and the rest can give
+                got = np.clip(rng.binomial(left, good / pool), np.maximum(left - bad, 0), np.minimum(left, good))
+            else:
+                got = rng.hypergeometric(good, bad, left)
+            keys.append(np.arange(rows) * size + b)
+            weights.append(got)
+            left -= got
+            pool = bad
+        if self.pool > 0 and left.any():
+            picks = _distinct(rng, self.pool, left)
+            bins = self.lookup[picks] if self.lookup is not None else np.searchsorted(self.cum_rest, picks, side="right")
+            keys.append(np.repeat(np.arange(rows) * size, left) + bins)
+            weights.append(np.ones(picks.size, np.int64))
+        return np.concatenate(keys), np.concatenate(weights).astype(np.float64)
 
 
 def permutation_p_values(reference: np.ndarray, current: np.ndarray, *, stop_after: int = STOP_AFTER,
@@ -282,9 +365,9 @@ def permutation_p_values(reference: np.ndarray, current: np.ndarray, *, stop_aft
 
     See the module docstring: multivariate hypergeometric splits of the pooled counts,
     sequential stopping after ``stop_after`` draws at or above the observed statistic,
-    at most ``max_draws`` draws; deterministic for given counts (bins empty on both
-    sides make no difference).  The detectors use the defaults; larger values give a
-    finer estimate of the same p-value.
+    at most ``max_draws`` draws (:func:`draws_for` gives what a correction over many
+    columns needs); deterministic for given counts (bins empty on both sides make no
+    difference).  Larger values give a finer estimate of the same p-value.
     """
     if stop_after < 1 or max_draws < 1:
         raise ValueError(f"stop_after and max_draws must be at least 1, got {stop_after} and {max_draws}")
@@ -302,14 +385,17 @@ def permutation_p_values(reference: np.ndarray, current: np.ndarray, *, stop_aft
     null = _Null(kept, n + m - k, k)
     on = np.flatnonzero(drawn_side)
     observed = null.statistics(np.zeros(on.size, np.int64), on, drawn_side[on])[:, 0]
-    limit = observed - 1e-9 * np.maximum(1.0, np.abs(observed))  # equal up to rounding counts as reached
+    limit = observed * (1 - 1e-9)  # equal up to rounding counts as reached (every statistic is >= 0)
     rng = np.random.default_rng([n, m, zlib.crc32(kept.tobytes()), zlib.crc32(q_kept.tobytes())])
+    sampler = _Sampler(kept, k)
     hits = np.zeros(len(TESTS), np.int64)
     stopped_at = np.zeros(len(TESTS), np.int64)  # the draw of the h-th hit, 0 while running
-    drawn = 0
+    drawn, chunk = 0, CHUNK
     while drawn < max_draws and not stopped_at.all():
-        rows = min(CHUNK, max_draws - drawn)
-        reached = null.statistics(*_draw(rng, kept, k, rows)) >= limit[:, None]
+        rows = min(chunk, max_draws - drawn)
+        drawn_stats = (null.dense_statistics(sampler.draw_dense(rng, rows)) if null.dense
+                       else null.statistics(*sampler.draw(rng, rows)))
+        reached = drawn_stats >= limit[:, None]
         for t in np.flatnonzero(stopped_at == 0):
             where = np.flatnonzero(reached[t])
             need = stop_after - hits[t]
@@ -319,5 +405,6 @@ def permutation_p_values(reference: np.ndarray, current: np.ndarray, *, stop_aft
             else:
                 hits[t] += where.size
         drawn += rows
+        chunk = min(2 * chunk, CHUNK_MAX)
     return {t: float(stop_after / stopped_at[i] if stopped_at[i] else (hits[i] + 1) / (drawn + 1))
             for i, t in enumerate(TESTS)}

@@ -722,7 +722,7 @@ def naive_mean_shift(r: NumericReference, values: np.ndarray) -> tuple[float, fl
 
 
 @functools.lru_cache(maxsize=64)
-def naive_permutation(p: tuple[int, ...], q: tuple[int, ...]) -> dict[str, float] | None:
+def naive_permutation(p: tuple[int, ...], q: tuple[int, ...], max_draws: int) -> dict[str, float] | None:
     """The permutation p-values by their definitions, one drawn split at a time, or ``None`` outside
     the small-effective-size regime.  The random splits are the module's own draws (the same seed and
     chunks): what is checked is the effective size, the statistics of each split and the sequential
@@ -763,16 +763,18 @@ def naive_permutation(p: tuple[int, ...], q: tuple[int, ...]) -> dict[str, float
     kept = np.array([pooled[i] for i in keep], dtype=np.int64)
     rng = np.random.default_rng([n, m, zlib.crc32(kept.tobytes()),
                                  zlib.crc32(np.array([q[i] for i in keep], dtype=np.int64).tobytes())])
-    hits, stopped, drawn = [0] * 5, [0] * 5, 0
-    while drawn < perm.MAX_DRAWS and not all(stopped):
-        rows = min(perm.CHUNK, perm.MAX_DRAWS - drawn)
-        which, bins, counts = perm._draw(rng, kept, m if m <= n else n, rows)  # the smaller side's values
+    hits, stopped, drawn, chunk = [0] * 5, [0] * 5, 0, perm.CHUNK
+    sampler = perm._Sampler(kept, m if m <= n else n)  # the smaller side's values
+    while drawn < max_draws and not all(stopped):
+        rows = min(chunk, max_draws - drawn)
+        chunk = min(2 * chunk, perm.CHUNK_MAX)
+        which, bins, counts = sampler.draw(rng, rows)
         for r in range(rows):
             drawn += 1
             row = np.bincount(bins[which == r], weights=counts[which == r], minlength=kept.size)
             split = row if m <= n else kept - row
             for t, value in enumerate(statistics(split.astype(np.float64))):
-                if not stopped[t] and value >= observed[t] - 1e-9 * max(1.0, abs(observed[t])):
+                if not stopped[t] and value >= observed[t] * (1 - 1e-9):
                     hits[t] += 1
                     if hits[t] == perm.STOP_AFTER:
                         stopped[t] = drawn
@@ -782,9 +784,13 @@ def naive_permutation(p: tuple[int, ...], q: tuple[int, ...]) -> dict[str, float
 
 def naive_grid(det: Detector, ref_profile: Profile, ref: Batch, cur: Batch) -> dict:
     out = {}
-    for col, r, _, values in columns(det, ref_profile, ref, cur):
+    cols = columns(det, ref_profile, ref, cur)
+    # a lone drifted column must be able to reach alpha / columns, mean_shift's doubled p-value with one
+    # draw at the observed statistic: 4 columns / alpha draws, at least 2 000
+    max_draws = max(2000, math.ceil(4 * len(cols) / det.alpha) - 1)
+    for col, r, _, values in cols:
         p, q = list(r.counts), hist(values, r.edges)
-        conditional = naive_permutation(tuple(p), tuple(q))
+        conditional = naive_permutation(tuple(p), tuple(q), max_draws)
         if conditional is not None:  # a small effective size: the permutation p-values
             value, _ = naive_grid_asymptotic(det, r, values, p, q)
             pv = {"ks": conditional["ks"], "wasserstein": conditional["cvm"], "cramer_von_mises": conditional["cvm"],

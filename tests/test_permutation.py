@@ -107,7 +107,7 @@ def test_statistics_of_random_splits_equal_the_dense_definitions() -> None:
     for k in (1, 7, 60, 400):
         null = perm._Null(pooled[pooled > 0], int(pooled.sum()) - k, k)
         kept = pooled[pooled > 0]
-        row, bins, counts = perm._draw(rng, kept, k, 25)
+        row, bins, counts = perm._Sampler(kept, k).draw(rng, 25)
         got = null.statistics(row, bins, counts)
         for r in range(25):
             q = np.bincount(bins[row == r], weights=counts[row == r], minlength=kept.size)
@@ -142,7 +142,7 @@ def test_drawn_counts_are_multivariate_hypergeometric() -> None:
     rng = np.random.default_rng(12)
     pooled = np.array([400, 3, 1, 60, 2, 2, 30, 1, 1])
     big_n, m, rows = int(pooled.sum()), 50, 20_000
-    row, bins, counts = perm._draw(rng, pooled, m, rows)
+    row, bins, counts = perm._Sampler(pooled, m).draw(rng, rows)
     q = np.zeros((rows, pooled.size))
     np.add.at(q, (row, bins), counts)
     assert (q.sum(axis=1) == m).all() and (q <= pooled).all()
@@ -278,3 +278,47 @@ def test_power_on_small_windows() -> None:
     more = np.where(rng.random(400) < 0.85, 0.0, rng.integers(1, 200, 400).astype(float))
     found = perm.permutation_p_values(rare_ref.counts, NumericCounts.of(more, rare_ref).counts)
     assert all(found[t] <= 2 / (perm.MAX_DRAWS + 1) for t in ("ks", "cvm", "ad", "wilcoxon")), found
+
+
+# --------------------------------------------------------------------------- from a review
+
+def test_one_drifted_column_among_many_still_passes_the_correction() -> None:
+    """120 columns, one moved by 2 sd, a 150-row window: Benjamini–Hochberg asks p <= 0.05/120 of a lone
+    drifted column (mean_shift doubles its smaller p-value).  With a fixed 2 000 draws the smallest
+    p-value, 1/2 001 (2/2 001 for mean_shift), could not get there and the column stayed ok; the draws now
+    follow alpha over the columns (draws_for)."""
+    from datetime import UTC, datetime
+
+    from detectors.base import Context
+    from detectors.profile import Profile
+    from detectors.registry import Registry
+
+    rng = np.random.default_rng(21)
+    refs = {f"f{j:03d}": NumericReference.from_values(rng.normal(size=2000)) for j in range(120)}
+    window = {c: NumericCounts.of(rng.normal(2.0 if c == "f000" else 0.0, size=150), r) for c, r in refs.items()}
+    ctx = Context(model="m", window_start=datetime(2026, 1, 1, tzinfo=UTC), window_end=datetime(2026, 1, 1, 1, tzinfo=UTC))
+    assert perm.draws_for(0.05 / 120) == 9599
+    registry = Registry()
+    for name in ("ks", "mean_shift", "anderson_darling"):
+        findings = registry.create(name).score(Profile(n_rows=2000, numeric=refs), Profile(n_rows=150, numeric=window),
+                                               context=ctx)
+        by = {f.target: f for f in findings}
+        assert by["f000"].status == "alert" and "permutation p-value" in (by["f000"].note or ""), by["f000"]
+        assert by["f000"].p_value <= 2 / 9600
+        assert sum(f.status != "ok" for f in findings) == 1, [f for f in findings if f.status != "ok"]
+
+
+def test_large_counts_keep_ties_and_pass_numpys_limits() -> None:
+    """A flag with 30 ones among 10 million rows, the window holding 1 where 3 are expected: every
+    statistic is a function of |C1 - 3|, so all five p-values are P(|C1 - 3| >= 2) = 0.3592 (the sparse
+    sums lost the tie between C1 = 1 and C1 = 5 for AD: 0.257).  And counts past numpy's hypergeometric
+    limit (10^9 on a side: a 2e9-row window) are drawn, not refused."""
+    ref, cur = np.array([9_000_000 - 29, 29]), np.array([1_000_000 - 1, 1])
+    hyper = stats.hypergeom(10_000_000, 30, 1_000_000)
+    exact = hyper.cdf(1) + hyper.sf(4)
+    fine = perm.permutation_p_values(ref, cur, stop_after=4000, max_draws=40_000)
+    assert len(set(fine.values())) == 1, fine
+    assert abs(fine["ad"] - exact) <= 4 * math.sqrt(exact * (1 - exact) / 40_000) + 0.02 * exact, (fine, exact)
+    huge = perm.permutation_p_values(np.array([0, 999_900, 50, 50, 0]),
+                                     np.array([0, 1_999_800_000, 100_000, 100_000, 0]))
+    assert all(0 < v <= 1 for v in huge.values()), huge
