@@ -26,7 +26,10 @@ drifted column needs to pass the detector's correction: at least :data:`MAX_DRAW
 
 The statistics are those of the grid tests with every bin a group of tied values (the
 out-of-range slots too: their values are tied here rather than distinct, the same for
-the observed split and every drawn one), each computed for all drawn splits at once:
+the observed split and every drawn one), on at most about :data:`GROUPS` groups of
+consecutive bins (:func:`_grouped`: a fine grid of 2 000 bins is far finer than a sample
+of a few hundred values can tell apart, and each split then costs a tenth), each
+computed for all drawn splits at once:
 
 * ``ks``: :math:`\\max_b |L_b/n - C_b (1/n + 1/m)|` (``L``, ``C``: the pooled and the
   window's cumulative counts at the end of bin *b*; the reference's is ``L - C``);
@@ -86,6 +89,8 @@ CHUNK_MAX = 1000
 #: pooled counts of at least this many values are scored bin by bin (rows x bins) rather than by runs of
 #: constant C with prefix sums, whose differences of large sums lose digits as the counts grow
 DENSE_FROM = 1 << 20
+#: at most this many groups of grid bins are permuted: consecutive bins merged to 1/GROUPS of the pooled values
+GROUPS = 256
 #: numpy's hypergeometric sampler takes fewer than this many values on either side
 _HYPERGEOMETRIC_MAX = 10**9
 #: bins holding more than this share of the pooled values are drawn bin by bin (hypergeometric), the rest item by item
@@ -359,6 +364,22 @@ class _Sampler:
         return np.concatenate(keys), np.concatenate(weights).astype(np.float64)
 
 
+def _grouped(pooled: np.ndarray, current: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """At most about :data:`GROUPS` groups of consecutive bins: a bin joins the group of the pooled quantile
+    1/GROUPS its first value falls in, so a group holds about N/GROUPS values and a bin holding more
+    stays a group of its own.  Fixed by the pooled counts, the same for every split.
+
+    >>> _grouped(np.array([5, 1, 1, 1, 1, 1]), np.array([2, 0, 1, 0, 1, 0]))
+    (array([5, 1, 1, 1, 1, 1]), array([2, 0, 1, 0, 1, 0]))
+    """
+    if pooled.size <= GROUPS:
+        return pooled, current
+    start = np.cumsum(pooled) - pooled
+    group = np.unique(start * GROUPS // int(pooled.sum()), return_inverse=True)[1]
+    return (np.bincount(group, weights=pooled).astype(np.int64),
+            np.bincount(group, weights=current).astype(np.int64))
+
+
 def permutation_p_values(reference: np.ndarray, current: np.ndarray, *, stop_after: int = STOP_AFTER,
                          max_draws: int = MAX_DRAWS) -> dict[str, float]:
     """Monte Carlo permutation p-values of the grid tests (:data:`TESTS`) for two count vectors.
@@ -377,7 +398,7 @@ def permutation_p_values(reference: np.ndarray, current: np.ndarray, *, stop_aft
     if n == 0 or m == 0 or np.count_nonzero(pooled) < 2:
         return {t: 1.0 for t in TESTS}
     keep = pooled > 0  # a bin empty on both sides changes no statistic
-    kept, q_kept = pooled[keep], q[keep]
+    kept, q_kept = _grouped(pooled[keep], q[keep])
     # draw the smaller sample (the statistics are symmetric): the window, or the reference
     window_side = m <= n
     k = m if window_side else n

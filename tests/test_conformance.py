@@ -733,8 +733,19 @@ def naive_permutation(p: tuple[int, ...], q: tuple[int, ...], max_draws: int) ->
     pooled = [a + b for a, b in zip(p, q, strict=True)]
     if min(n, m) * (big_n - max(pooled)) / big_n >= perm.PERMUTATION_BELOW:
         return None
-    keep = [i for i, v in enumerate(pooled) if v > 0]
-    l = np.array([pooled[i] for i in keep], dtype=np.float64)
+    # bins empty on both sides left out; past 256 bins, each bin joins the group of the 1/256 pooled
+    # quantile its first value falls in
+    bins = [(a, b) for a, b in zip(pooled, q, strict=True) if a > 0]
+    if len(bins) > perm.GROUPS:
+        groups: dict[int, list[int]] = {}
+        before = 0
+        for a, b in bins:
+            g = groups.setdefault(before * perm.GROUPS // big_n, [0, 0])
+            g[0], g[1] = g[0] + a, g[1] + b
+            before += a
+        bins = [(a, b) for a, b in groups.values()]
+    q_kept = [b for _, b in bins]
+    l = np.array([a for a, _ in bins], dtype=np.float64)
     hi = np.cumsum(l)
     lo = hi - l
     mid_rank = [(a + b + 1) / 2 for a, b in zip(lo, hi, strict=True)]
@@ -759,10 +770,9 @@ def naive_permutation(p: tuple[int, ...], q: tuple[int, ...], max_draws: int) ->
         ans = abs(sum(c * a for c, a in zip(cur, ansari, strict=True)) - m * mean_a)
         return [ks, cvm, ad, wil, ans]
 
-    observed = statistics(np.array([q[i] for i in keep], dtype=np.float64))
-    kept = np.array([pooled[i] for i in keep], dtype=np.int64)
-    rng = np.random.default_rng([n, m, zlib.crc32(kept.tobytes()),
-                                 zlib.crc32(np.array([q[i] for i in keep], dtype=np.int64).tobytes())])
+    observed = statistics(np.array(q_kept, dtype=np.float64))
+    kept = np.array([a for a, _ in bins], dtype=np.int64)
+    rng = np.random.default_rng([n, m, zlib.crc32(kept.tobytes()), zlib.crc32(np.array(q_kept, dtype=np.int64).tobytes())])
     hits, stopped, drawn, chunk = [0] * 5, [0] * 5, 0, perm.CHUNK
     sampler = perm._Sampler(kept, m if m <= n else n)  # the smaller side's values
     while drawn < max_draws and not all(stopped):
