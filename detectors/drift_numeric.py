@@ -1055,7 +1055,8 @@ def mean_shift(reference: NumericReference, current: NumericCounts, *, smallest_
         tests = rank_tests(reference.counts, current.counts)
         (_, p_loc), (_, p_spread) = tests["wilcoxon"], tests["ansari"]
     else:
-        (p_loc, p_spread), note = (conditional[0]["wilcoxon"], conditional[0]["ansari"]), join_notes(note, conditional[1])
+        p_loc, p_spread = conditional[0]["wilcoxon"], conditional[0]["ansari"]
+        note = join_notes(note, conditional[1])
     text = f"mean {xc:.6g} (reference {xr:.6g}), mean abs deviation {ac:.6g} (reference {ar:.6g})"
     return (float(max(d_mean, d_spread)), float(min(1.0, 2 * min(p_loc, p_spread))),
             "; ".join(x for x in (text, note) if x))
@@ -1487,7 +1488,8 @@ class AndersonDarling(ColumnDrift):
         a2, pv, dist = anderson_darling_binned(reference.counts, current.counts)
         conditional = conditional_p_values(reference, current, smallest_p=smallest_p)
         if conditional is not None:
-            return Stat(value=dist, p_value=conditional[0]["ad"], note=join_notes(f"standardised A2 {a2:.6g}", conditional[1]))
+            return Stat(value=dist, p_value=conditional[0]["ad"],
+                        note=join_notes(f"standardised A2 {a2:.6g}", conditional[1]))
         return Stat(value=dist, p_value=pv, note=f"standardised A2 {a2:.6g}")
 
 

@@ -217,16 +217,14 @@ class _Null:
         sorted by row and bin, rows numbered from 0, every row holding at least one."""
         first = np.flatnonzero(np.concatenate([[True], row[1:] != row[:-1]]))
         c = counts.astype(np.float64)
-        m = self.m
-        wil = np.abs(np.add.reduceat(c * self.mid[bins], first) - m * self.mean_mid)
-        ans = np.abs(np.add.reduceat(c * self.ansari[bins], first) - m * self.mean_ansari)
         if self.dense:
             q = np.zeros((first.size, self.size))
             q[row, bins] = c
-            ks, cvm, ad = self._dense(q)
-        else:
-            ks, cvm, ad = self._runs(first, row, bins, c)
-        return np.stack([ks, cvm, ad, wil, ans])
+            return self.dense_statistics(q)
+        m = self.m
+        wil = np.abs(np.add.reduceat(c * self.mid[bins], first) - m * self.mean_mid)
+        ans = np.abs(np.add.reduceat(c * self.ansari[bins], first) - m * self.mean_ansari)
+        return np.stack([*self._runs(first, row, bins, c), wil, ans])
 
     def dense_statistics(self, q: np.ndarray) -> np.ndarray:
         """``(len(TESTS), rows)`` statistics of drawn samples given as a (rows x bins) count matrix."""
@@ -358,7 +356,10 @@ class _Sampler:
             pool = bad
         if self.pool > 0 and left.any():
             picks = _distinct(rng, self.pool, left)
-            bins = self.lookup[picks] if self.lookup is not None else np.searchsorted(self.cum_rest, picks, side="right")
+            if self.lookup is not None:
+                bins = self.lookup[picks]
+            else:
+                bins = np.searchsorted(self.cum_rest, picks, side="right")
             keys.append(np.repeat(np.arange(rows) * size, left) + bins)
             weights.append(np.ones(picks.size, np.int64))
         return np.concatenate(keys), np.concatenate(weights).astype(np.float64)

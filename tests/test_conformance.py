@@ -772,7 +772,8 @@ def naive_permutation(p: tuple[int, ...], q: tuple[int, ...], max_draws: int) ->
 
     observed = statistics(np.array(q_kept, dtype=np.float64))
     kept = np.array([a for a, _ in bins], dtype=np.int64)
-    rng = np.random.default_rng([n, m, zlib.crc32(kept.tobytes()), zlib.crc32(np.array(q_kept, dtype=np.int64).tobytes())])
+    rng = np.random.default_rng([n, m, zlib.crc32(kept.tobytes()),
+                                 zlib.crc32(np.array(q_kept, dtype=np.int64).tobytes())])
     hits, stopped, drawn, chunk = [0] * 5, [0] * 5, 0, perm.CHUNK
     sampler = perm._Sampler(kept, m if m <= n else n)  # the smaller side's values
     while drawn < max_draws and not all(stopped):

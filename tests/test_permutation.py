@@ -296,7 +296,8 @@ def test_one_drifted_column_among_many_still_passes_the_correction() -> None:
     rng = np.random.default_rng(21)
     refs = {f"f{j:03d}": NumericReference.from_values(rng.normal(size=2000)) for j in range(120)}
     window = {c: NumericCounts.of(rng.normal(2.0 if c == "f000" else 0.0, size=150), r) for c, r in refs.items()}
-    ctx = Context(model="m", window_start=datetime(2026, 1, 1, tzinfo=UTC), window_end=datetime(2026, 1, 1, 1, tzinfo=UTC))
+    ctx = Context(model="m", window_start=datetime(2026, 1, 1, tzinfo=UTC),
+                  window_end=datetime(2026, 1, 1, 1, tzinfo=UTC))
     assert perm.draws_for(0.05 / 120) == 9599
     registry = Registry()
     for name in ("ks", "mean_shift", "anderson_darling"):
