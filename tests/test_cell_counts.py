@@ -1,0 +1,230 @@
+"""Counting a batch through a cell map (``detectors.profile.CellMap``) gives the sort's counts, exactly.
+
+Large batches of a column whose reference spreads over its grid are counted by mapping each value to
+one of ``CELLS`` cells and counting the cells no edge falls in with ``bincount``; only the values of
+the other cells (and the tails) are sorted.  These tests hold that path to an independent oracle (each
+value searched in the edges), to the sort path on the same batch, and check the columns it must leave
+to the sort (atoms, integers, NaN and infinities) and the sums it now takes from unsorted values.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zlib
+
+import numpy as np
+import pytest
+
+import detectors.profile as P
+from detectors.profile import CELLS, NumericCounts, NumericReference
+
+N = CELLS  # the smallest batch counted through the cell map is CELLS // 2; these are twice that
+
+
+def _oracle(x: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Counts of the finite values of ``x`` with exactly j edges at or below them (each value searched)."""
+    f = x[np.isfinite(x)]
+    return np.bincount(np.searchsorted(edges, f, side="right"), minlength=edges.size + 1)
+
+
+def _spy(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Records the batch sizes counted through a cell map."""
+    calls: list[int] = []
+    real = P._cell_counts
+
+    def spy(x: np.ndarray, edges: np.ndarray, m: P.CellMap) -> tuple[np.ndarray, np.ndarray]:
+        calls.append(x.size)
+        return real(x, edges, m)
+
+    monkeypatch.setattr(P, "_cell_counts", spy)
+    return calls
+
+
+SMOOTH = {
+    "normal": lambda g, n: g.normal(size=n),
+    "uniform": lambda g, n: g.random(n),
+    "exponential": lambda g, n: g.exponential(size=n),
+    "lognormal": lambda g, n: g.lognormal(0.0, 1.0, n),
+    "student_t2": lambda g, n: g.standard_t(2, n),
+    "offset_1e4": lambda g, n: 1e4 + g.normal(size=n),  # float32 steps of 0.001 there: not yet atoms
+}
+WINDOWS = {
+    "same": lambda x: x,
+    "shifted": lambda x: x + 0.5 * np.std(x),
+    "wider": lambda x: 3.0 * (x - np.median(x)) + np.median(x),
+    "beyond_both_ends": lambda x: np.concatenate([x[: x.size // 2], x[x.size // 2:] * 50.0 - 10.0]),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("window", sorted(WINDOWS))
+@pytest.mark.parametrize("dist", sorted(SMOOTH))
+def test_cell_counts_equal_the_oracle(dist: str, window: str, dtype: type,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    g = np.random.default_rng(zlib.crc32(f"{dist}/{window}".encode()))
+    ref = NumericReference.from_values(SMOOTH[dist](g, 20_000).astype(dtype))
+    x = WINDOWS[window](SMOOTH[dist](g, N)).astype(dtype)
+    calls = _spy(monkeypatch)
+    got = NumericCounts.of(x, ref)
+    assert calls == [N], "a smooth column of a large batch is counted through the cell map"
+    edges = ref.edges_for(x.dtype)
+    np.testing.assert_array_equal(got.counts, _oracle(x, edges))
+    # the tails' distances from the float64 end edges, and the moments, against plain float64 sums
+    x64 = x.astype(np.float64)
+    below, above = x64[x < edges[0]], x64[x >= edges[-1]]
+    assert got.below_distance == pytest.approx(np.sum(ref.edges[0] - below), rel=1e-12, abs=1e-9)
+    assert got.above_distance == pytest.approx(np.sum(above - ref.edges[-1]), rel=1e-12, abs=1e-9)
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    assert got.mean == pytest.approx(x64.mean(), rel=tol, abs=tol * x64.std())
+    assert got.m2 / (x.size - 1) == pytest.approx(x64.var(ddof=1), rel=tol)
+
+
+def test_the_cell_map_and_the_sort_give_the_same_counts_bit_for_bit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Counts are exact either way, and the sums of a batch without NaN come from its values as they come:
+    whichever path counts a batch, the counts and moments are identical (a column dropped to the sort mid-run
+    keeps its results)."""
+    g = np.random.default_rng(3)
+    ref = NumericReference.from_values(g.normal(size=50_000).astype(np.float32))
+    x = g.normal(0.2, 1.1, size=N).astype(np.float32)
+    calls = _spy(monkeypatch)
+    mapped = NumericCounts.of(x, ref)
+    ref.drop_cell_map(x.dtype)
+    assert ref.cell_map(x.dtype) is None
+    sorted_ = NumericCounts.of(x, ref)
+    assert calls == [N]
+    np.testing.assert_array_equal(mapped.counts, sorted_.counts)
+    assert (mapped.mean, mapped.m2, mapped.below_distance, mapped.above_distance) == \
+           (sorted_.mean, sorted_.m2, sorted_.below_distance, sorted_.above_distance)
+
+
+def test_values_at_edges_their_float_neighbours_signed_zeros_and_extremes() -> None:
+    """Values exactly at edges and one ulp either side, -0.0 against an edge at 0.0, subnormals and the
+    largest floats: every one lands where a search of the edges puts it."""
+    g = np.random.default_rng(5)
+    ref = NumericReference.from_values(g.normal(size=20_000).astype(np.float32))
+    e = ref.edges_for(np.dtype(np.float32))
+    assert ref.cell_map(np.dtype(np.float32)) is not None
+    tricky = np.concatenate([e, np.nextafter(e, np.float32(-np.inf)), np.nextafter(e, np.float32(np.inf)),
+                             np.array([0.0, -0.0, 1e-45, -1e-45, 1e-38, 3.4e38, -3.4e38], np.float32)])
+    x = np.concatenate([g.normal(size=N - tricky.size).astype(np.float32), tricky])
+    g.shuffle(x)
+    np.testing.assert_array_equal(NumericCounts.of(x, ref).counts, _oracle(x, e))
+    # a grid with an edge at exactly 0.0: -0.0 equals it, so it is in the bin above
+    zref = NumericReference.from_values(np.concatenate([g.normal(size=20_000), np.zeros(100)]))
+    assert 0.0 in zref.edges and zref.cell_map(np.dtype(np.float64)) is not None  # an atom at 0, a small one
+    z = np.concatenate([g.normal(size=N - 4), [0.0, -0.0, 0.0, -0.0]])
+    np.testing.assert_array_equal(NumericCounts.of(z, zref).counts, _oracle(z, zref.edges))
+
+
+def test_a_float16_batch_is_counted_on_its_own_widened_edges(monkeypatch: pytest.MonkeyPatch) -> None:
+    g = np.random.default_rng(7)
+    ref = NumericReference.from_values(g.normal(size=20_000))
+    x = g.normal(size=N).astype(np.float16)
+    calls = _spy(monkeypatch)
+    got = NumericCounts.of(x, ref)
+    assert calls == [N]
+    np.testing.assert_array_equal(got.counts, _oracle(x.astype(np.float32), ref.edges_for(np.dtype(np.float16))))
+
+
+def test_nan_and_infinities_send_the_batch_to_the_sort_and_are_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    g = np.random.default_rng(9)
+    ref = NumericReference.from_values(g.normal(size=20_000))
+    x = g.normal(size=N)
+    x[[10, 20, 30]] = np.nan
+    x[40], x[50] = np.inf, -np.inf
+    calls = _spy(monkeypatch)
+    got = NumericCounts.of(x, ref, n_null=1)
+    assert calls == []
+    assert (got.n_null, got.n_nan, got.n_posinf, got.n_neginf) == (1, 2, 1, 1)
+    np.testing.assert_array_equal(got.counts, _oracle(x, ref.edges))
+    finite = x[np.isfinite(x)]
+    assert got.mean == pytest.approx(finite.mean(), rel=1e-12)
+    # the next clean batch goes through the map again
+    NumericCounts.of(g.normal(size=N), ref)
+    assert calls == [N]
+
+
+@pytest.mark.parametrize("values", [
+    pytest.param(lambda g, n: g.poisson(5, n).astype(np.float64), id="small_integers"),
+    pytest.param(lambda g, n: np.where(g.random(n) < 0.6, 0.0, g.normal(3.0, 1.0, n)), id="zero_inflated"),
+    pytest.param(lambda g, n: np.round(1.7e9 + g.random(n) * 86_400).astype(np.float32), id="epoch_float32"),
+])
+def test_columns_of_atoms_are_sorted(values, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """Values sitting at edges (atoms: integers, a zero spike, float32 epoch seconds) would all be left
+    to sort: the plan says so from the reference, and the batch is sorted whole."""
+    g = np.random.default_rng(11)
+    r = values(g, 20_000)
+    ref = NumericReference.from_values(r)
+    assert ref.cell_map(r.dtype) is None
+    x = values(g, N)
+    calls = _spy(monkeypatch)
+    np.testing.assert_array_equal(NumericCounts.of(x, ref).counts, _oracle(x, ref.edges_for(x.dtype)))
+    assert calls == []
+
+
+def test_a_window_crowded_into_edge_cells_drops_the_map_for_the_sort(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A window whose values all sit on grid edges (a feature stuck at a few reference values) leaves
+    everything to sort: counted exactly, and the column is sorted from then on."""
+    g = np.random.default_rng(13)
+    ref = NumericReference.from_values(g.normal(size=20_000))
+    assert ref.cell_map(np.dtype(np.float64)) is not None
+    x = g.choice(ref.edges[5:-5], size=N)
+    calls = _spy(monkeypatch)
+    np.testing.assert_array_equal(NumericCounts.of(x, ref).counts, _oracle(x, ref.edges))
+    assert calls == [N]
+    assert ref.cell_map(np.dtype(np.float64)) is None
+    NumericCounts.of(g.normal(size=N), ref)
+    assert calls == [N]
+
+
+def test_small_batches_are_sorted(monkeypatch: pytest.MonkeyPatch) -> None:
+    g = np.random.default_rng(15)
+    ref = NumericReference.from_values(g.normal(size=20_000))
+    calls = _spy(monkeypatch)
+    for n in (0, 1, CELLS // 2 - 1):
+        x = g.normal(size=n)
+        np.testing.assert_array_equal(NumericCounts.of(x, ref).counts, _oracle(x, ref.edges))
+    assert calls == []
+    NumericCounts.of(g.normal(size=CELLS // 2), ref)
+    assert calls == [CELLS // 2]
+
+
+def test_an_outlier_in_the_middle_of_the_batch_does_not_cost_the_variance_its_digits() -> None:
+    """The sums are taken about a point near the batch's median (of a strided sample), not about whatever value
+    sits in the middle: 1e8 there, among values of sd 1, would leave the float64 variance nothing."""
+    g = np.random.default_rng(17)
+    ref = NumericReference.from_values(g.normal(size=20_000))
+    for n in (N, 1000):  # through the cell map and sorted
+        x = g.normal(size=n)
+        x[n // 2] = 1e8
+        got = NumericCounts.of(x, ref)
+        assert got.m2 / (n - 1) == pytest.approx(np.var(x, ddof=1), rel=1e-9)
+        assert got.mean == pytest.approx(np.mean(x), rel=1e-12)
+
+
+def test_the_estimated_share_matches_what_a_window_leaves_to_sort() -> None:
+    """The plan's share of the reference in edge cells (estimated from its histogram) is what a same-distribution
+    batch leaves to sort, within a factor of 1.5; and few enough that the map is worth it."""
+    g = np.random.default_rng(19)
+    for dist in ("normal", "uniform", "exponential", "lognormal", "student_t2"):
+        r = SMOOTH[dist](g, 100_000)
+        ref = NumericReference.from_values(r)
+        m = ref.cell_map(np.dtype(np.float64))
+        assert m is not None and m.share <= P.CELL_SHARE_MAX
+        x = SMOOTH[dist](g, N)
+        _, left = P._cell_counts(x, ref.edges, m)
+        assert m.share / 1.5 <= left.size / x.size <= m.share * 1.5, dist
+
+
+def test_a_pickled_reference_leaves_its_cell_maps_behind() -> None:
+    g = np.random.default_rng(21)
+    ref = NumericReference.from_values(g.normal(size=20_000))
+    NumericCounts.of(g.normal(size=N), ref)
+    assert ref.cell_map(np.dtype(np.float64)) is not None
+    data = pickle.dumps(ref)
+    assert len(data) < ref.cell_map(np.dtype(np.float64)).slots.nbytes
+    back = pickle.loads(data)
+    assert "_cell_maps" not in back.__dict__
+    np.testing.assert_array_equal(back.edges, ref.edges)
+    x = g.normal(size=N)
+    np.testing.assert_array_equal(NumericCounts.of(x, back).counts, NumericCounts.of(x, ref).counts)
