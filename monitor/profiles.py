@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from concurrent.futures import Executor
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -219,19 +220,25 @@ class WindowProfiler:
         def count_categorical(name: str) -> CategoricalCounts:
             return category_counts(batch.column(name))
 
+        def count_extras() -> dict[str, Any]:
+            if not self.hooked:
+                return {}
+            return batch_extras(self.hooked, self.reference.extras, to_batch(batch, self.columns, self.fields))
+
         present = frozenset(batch.schema.names)
         num_names = [n for n in self.reference.numeric if n in present]
         cat_names = [n for n in self.reference.categorical if n in present]
         if self.pool is not None:
+            # the batch hooks (one task over many columns, the longest) first: the columns fill in beside them
+            extras_future = self.pool.submit(count_extras)
             num_futures = [self.pool.submit(count_numeric, n) for n in num_names]
             cat_futures = [self.pool.submit(count_categorical, n) for n in cat_names]
             numeric = {n: f.result() for n, f in zip(num_names, num_futures, strict=True)}
             categorical = {n: f.result() for n, f in zip(cat_names, cat_futures, strict=True)}
+            extras = extras_future.result()
         else:
             numeric = {n: count_numeric(n) for n in num_names}
             categorical = {n: count_categorical(n) for n in cat_names}
-        extras = {}
-        if self.hooked:
-            extras = batch_extras(self.hooked, self.reference.extras, to_batch(batch, self.columns, self.fields))
+            extras = count_extras()
         self.profile = self.profile.merge(Profile(n_rows=batch.num_rows, numeric=numeric,
                                                   categorical=categorical, extras=extras))
