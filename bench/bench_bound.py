@@ -14,8 +14,9 @@ default detectors), one subprocess runs ``--rounds`` interleaved rounds of, each
 * ``all counting free``: every batch's profile (numeric, categorical, the multivariate hook) taken
   from one counted before the rounds: the read, the pipeline, the merges and the scoring only.
 
-Then, on the first window file, one thread: ``NumericCounts.of`` per value (the SIMD sort and the
-edge search), and with ``--probe-kernel`` the one-pass compiled kernel in ``native_probe.c`` (built
+Then, on the first window file, one thread: ``NumericCounts.of`` per value through the cell map and
+sorted (``cells=False``), ``np.sort`` alone, and which of the two ``monitor.profiles.cells_count_faster``
+picks on this CPU; with ``--probe-kernel`` the one-pass compiled kernel in ``native_probe.c`` (built
 with the system's C compiler into ``DIR``; its counts are checked to equal ``NumericCounts.of``'s on
 every column), alone and in the evaluation (``numeric counting by the probe``; the findings are
 checked to equal the full evaluation's).  Results: stdout and ``DIR/bound-ROWS.json``.
@@ -58,15 +59,15 @@ mode = ["full"]
 kept_counts, kept_batch = {}, []
 scoring = [0.0]
 
-def of(values, reference, *, n_null=0):
+def of(values, reference, *, n_null=0, cells=True):
     if mode[0] == "numeric free":
         hit = kept_counts.get(id(reference))
         if hit is None:
-            hit = kept_counts[id(reference)] = real_of(values, reference, n_null=n_null)
+            hit = kept_counts[id(reference)] = real_of(values, reference, n_null=n_null, cells=cells)
         return hit
     if mode[0] == "probe" and values.dtype == np.float32:
         return probe_of(values, reference, n_null=n_null)
-    return real_of(values, reference, n_null=n_null)
+    return real_of(values, reference, n_null=n_null, cells=cells)
 
 def add(self, batch):
     if mode[0] != "all free":
@@ -156,7 +157,7 @@ mode[0] = "full"
 
 # ---- one thread, the first window file: cost per value
 table = pq.read_table(files[0], columns=[c for c in cols if c in ref.numeric])
-per_value = {"numpy": 0.0, "sort": 0.0, "probe": 0.0}
+per_value = {"cell map": 0.0, "sorted": 0.0, "np.sort alone": 0.0, "probe": 0.0}
 values_counted = 0
 def best(fn, reps=7):
     out = []
@@ -166,8 +167,9 @@ def best(fn, reps=7):
 for name in table.column_names:
     x, n_null = P.numeric_values(table.column(name))
     r = ref.numeric[name]
-    per_value["numpy"] += best(lambda: real_of(x, r, n_null=n_null))
-    per_value["sort"] += best(lambda: np.sort(x))
+    per_value["cell map"] += best(lambda: real_of(x, r, n_null=n_null, cells=True))
+    per_value["sorted"] += best(lambda: real_of(x, r, n_null=n_null, cells=False))
+    per_value["np.sort alone"] += best(lambda: np.sort(x))
     if probe_lib is not None and x.dtype == np.float32:
         a, b = real_of(x, r, n_null=n_null), probe_of(x, r, n_null=n_null)
         assert np.array_equal(a.counts, b.counts) and (a.n_nan, a.n_posinf, a.n_neginf) == (b.n_nan, b.n_posinf, b.n_neginf), name
@@ -181,6 +183,7 @@ print(json.dumps({
     "floor_seconds_by_reader": {k: min(v) for k, v in reads.items()},
     "ns_per_value": {k: v / values_counted * 1e9 for k, v in per_value.items() if k != "probe" or probe_lib},
     "values_per_file": values_counted,
+    "cells_count_faster": P.cells_count_faster(),
 }))
 """
 
@@ -228,7 +231,8 @@ def main() -> None:
     print(f"{'  of which scoring (one thread)':44} {r['scoring_seconds']:8.3f} {r['scoring_seconds'] / floor:8.2f}")
     ns = r["ns_per_value"]
     print("one thread, ns per value: " + ", ".join(f"{k} {v:.2f}" for k, v in ns.items())
-          + f" ({r['values_per_file']:,} values of the first file)")
+          + f" ({r['values_per_file']:,} values of the first file); this CPU counts large batches "
+          + ("through the cell map" if r["cells_count_faster"] else "by sorting them"))
     (out / f"bound-{args.rows}.json").write_text(json.dumps(r, indent=2))
 
 

@@ -599,8 +599,10 @@ class NumericCounts:
         return cls(counts=np.zeros(ref.edges.size + 1, np.int64))
 
     @classmethod
-    def of(cls, values: np.ndarray, ref: NumericReference, *, n_null: int = 0) -> NumericCounts:
+    def of(cls, values: np.ndarray, ref: NumericReference, *, n_null: int = 0, cells: bool = True) -> NumericCounts:
         """Count one batch. ``values`` may hold NaN for Arrow nulls; pass their number as ``n_null``.
+        ``cells=False`` sorts every batch rather than counting large ones through the reference's
+        :class:`CellMap` (the same counts and sums: a caller picks whichever runs faster on its CPU).
 
         Against a reference of float32 values, float64 values are binned as float32 (see Precision in the
         module docstring); their sums and moments are those of the values as they are.
@@ -612,7 +614,7 @@ class NumericCounts:
         if ref.float32_exact and x.dtype == np.float64:
             raw, x = x, _as_float32(x)
         edges = ref.edges_for(x.dtype)
-        cells = ref.cell_map(x.dtype) if raw is None and x.size >= CELLS // 2 else None
+        cell_map = ref.cell_map(x.dtype) if cells and raw is None and x.size >= CELLS // 2 else None
         if x.dtype.itemsize < 4:
             x = x.astype(np.float32)
         # a batch without NaN or infinities has the sums of its values as they come, whichever way it is cut
@@ -620,8 +622,8 @@ class NumericCounts:
         if sums is not None and not (math.isfinite(sums[1]) and math.isfinite(sums[2])):
             sums = None  # NaN or infinities among the values (or squares past float64): summed once sorted
         n_nan = n_posinf = n_neginf = 0
-        if sums is not None and cells is not None:
-            counts, finite = _cell_counts(x, edges, cells)  # ``finite``: the values sorted, the tails at its ends
+        if sums is not None and cell_map is not None:
+            counts, finite = _cell_counts(x, edges, cell_map)  # ``finite``: the values sorted, the tails at its ends
             if finite.size > CELL_SHARE_DROP * x.size:  # the window is not where the reference was: sort it
                 ref.drop_cell_map(x.dtype)
         else:

@@ -13,10 +13,13 @@ import pickle
 import zlib
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 import detectors.profile as P
 from detectors.profile import CELLS, NumericCounts, NumericReference
+from monitor import profiles
+from monitor.profiles import Columns, WindowProfiler, reference_profile
 
 N = CELLS  # the smallest batch counted through the cell map is CELLS // 2; these are twice that
 
@@ -228,3 +231,48 @@ def test_a_pickled_reference_leaves_its_cell_maps_behind() -> None:
     np.testing.assert_array_equal(back.edges, ref.edges)
     x = g.normal(size=N)
     np.testing.assert_array_equal(NumericCounts.of(x, back).counts, NumericCounts.of(x, ref).counts)
+
+
+# --------------------------------------------------------------------------- the window profiler's choice
+
+def _window(n: int) -> tuple[pa.Table, Columns]:
+    g = np.random.default_rng(23)
+    table = pa.table({"x": g.normal(size=n), "y": g.exponential(size=n).astype(np.float32),
+                      "z": g.poisson(3, n).astype(np.float64), "pred": g.integers(0, 3, n)})
+    return table, Columns(numeric=["x", "y", "z"], categorical=[], prediction="pred")
+
+
+@pytest.mark.parametrize("probe_says", [True, False])
+def test_the_window_profiler_counts_the_same_through_either_kernel(
+        probe_says: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``cell_counting`` True or False gives one profile; the default asks the CPU probe, once a batch is large
+    enough for the map (a small one never asks)."""
+    table, cols = _window(20_000 + 3 * N)
+    ref = reference_profile(table.slice(0, 20_000), columns=cols)
+    asked: list[int] = []
+    monkeypatch.setattr(profiles, "cells_count_faster", lambda: asked.append(1) or probe_says)
+    calls = _spy(monkeypatch)
+    runs = {}
+    for choice in (True, False, None):
+        w = WindowProfiler(reference=ref, columns=cols, cell_counting=choice)
+        before = (len(asked), len(calls))
+        w.add(table.slice(20_000, 1000))  # small: sorted, and the probe is not asked
+        assert (len(asked), len(calls)) == before
+        w.add(table.slice(21_000))
+        assert len(asked) == before[0] + (3 if choice is None else 0)  # per numeric column of a large batch
+        runs[choice] = w.profile
+    # x and y (smooth) went through the map when asked to; z (integers) is always sorted
+    assert calls == [table.num_rows - 21_000] * (2 + 2 * probe_says)
+    for name in ("x", "y", "z"):
+        a, b, c = (runs[k].numeric[name] for k in (True, False, None))
+        np.testing.assert_array_equal(a.counts, b.counts)
+        np.testing.assert_array_equal(a.counts, c.counts)
+        assert (a.mean, a.m2) == (b.mean, b.m2) == (c.mean, c.m2)
+
+
+def test_the_cpu_probe_is_timed_once_per_process() -> None:
+    profiles.cells_count_faster.cache_clear()
+    first = profiles.cells_count_faster()
+    assert isinstance(first, bool)
+    assert profiles.cells_count_faster() is first
+    assert profiles.cells_count_faster.cache_info().hits == 1
