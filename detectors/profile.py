@@ -449,6 +449,9 @@ CELL_SHARE_MAX = 0.25
 CELL_SHARE_DROP = 0.5
 #: the reference shares left out of each end of the map's range, tried in turn (the tails are sorted)
 _CELL_TAILS = (0.0, 0.001, 0.005, 0.02, 0.05)
+#: at most this many atoms, each holding at least ``CELL_ATOM_SHARE`` of the reference, are counted by comparison
+CELL_ATOMS = 4
+CELL_ATOM_SHARE = 0.005
 
 
 class CellMap(NamedTuple):
@@ -478,6 +481,8 @@ class CellMap(NamedTuple):
     slots: np.ndarray
     #: estimated share of the reference in the cells left to sort (:func:`_plan_cells`)
     share: float
+    #: ``(slot, start, end)`` of the atoms counted by comparison among the values left (see :func:`_cell_counts`)
+    atoms: tuple[tuple[int, Any, Any], ...] = ()
 
     def cells(self, x: np.ndarray) -> np.ndarray:
         with np.errstate(over="ignore"):
@@ -496,7 +501,10 @@ def _plan_cells(edges: np.ndarray, counts: np.ndarray, dtype: np.dtype, *,
     share in cells that hold an edge is estimated from the reference histogram, each bin's values
     spread evenly over the cells it spans: a bin spanning ``s ≥ 1`` cells puts about ``1/s`` of its
     values in its two end cells, a bin inside one cell all of them, and an atom's bin (``atom_bins``)
-    all of them too: they lie at its lower edge.  ``None`` when even the best candidate puts more than
+    all of them too: they lie at its lower edge.  The ``CELL_ATOMS`` heaviest atoms holding at least
+    ``CELL_ATOM_SHARE`` each (the zeros of a zero-inflated column, the values of a small-integer one)
+    are not sorted but counted by comparing the values left with their bins (:func:`_cell_counts`),
+    and are left out of the share.  ``None`` when even the best candidate puts more than
     ``CELL_SHARE_MAX`` in them, no finite range exists or the grid has more slots than 2 bytes count:
     those columns are sorted.
     """
@@ -507,7 +515,13 @@ def _plan_cells(edges: np.ndarray, counts: np.ndarray, dtype: np.dtype, *,
     cum = np.cumsum(counts)[:edges.size]  # cum[i]: reference values below edges[i]
     inner = counts[1:edges.size].astype(np.float64)
     at_edge = np.zeros(inner.size, bool)  # an atom's values are all at its bin's lower edge
-    at_edge[atom_bins[(atom_bins >= 0) & (atom_bins < inner.size)]] = True
+    atom_bins = atom_bins[(atom_bins >= 0) & (atom_bins < inner.size)]
+    at_edge[atom_bins] = True
+    # the heaviest atoms are counted by comparison, not sorted: out of the share
+    heavy = atom_bins[np.argsort(-inner[atom_bins], kind="stable")[:CELL_ATOMS]]
+    heavy = np.sort(heavy[inner[heavy] >= CELL_ATOM_SHARE * n])
+    weight = np.ones(inner.size)
+    weight[heavy] = 0.0
     best: tuple[float, Any, Any, np.ndarray] | None = None
     for tail in _CELL_TAILS:
         i = max(int(np.searchsorted(cum, tail * n, side="right")) - 1, 0)
@@ -521,7 +535,7 @@ def _plan_cells(edges: np.ndarray, counts: np.ndarray, dtype: np.dtype, *,
             continue
         ce = CellMap(dtype.type(a), scale, np.empty(0, np.uint16), 1.0).cells(edges)
         span = np.diff(ce).astype(np.float64)
-        share = float(np.sum(inner / np.where(at_edge, 1.0, np.maximum(span, 1.0))) / n)
+        share = float(np.sum(weight * inner / np.where(at_edge, 1.0, np.maximum(span, 1.0))) / n)
         if best is None or share < best[0]:
             best = (share, dtype.type(a), scale, ce)
     if best is None or best[0] > CELL_SHARE_MAX:
@@ -529,15 +543,29 @@ def _plan_cells(edges: np.ndarray, counts: np.ndarray, dtype: np.dtype, *,
     share, lo, scale, ce = best
     slots = np.searchsorted(ce, np.arange(CELLS), side="left").astype(np.uint16)  # edges in earlier cells
     slots[ce] = slots[:ce[0] + 1] = slots[ce[-1]:] = edges.size + 1
-    return CellMap(lo, scale, slots, share)
+    atoms = tuple((int(b) + 1, edges[b], edges[b + 1]) for b in heavy.tolist())
+    return CellMap(lo, scale, slots, share, atoms)
 
 
 def _cell_counts(x: np.ndarray, edges: np.ndarray, m: CellMap) -> tuple[np.ndarray, np.ndarray]:
     """The counts of finite ``x`` on ``edges`` (as :func:`_sorted_counts`) through the cell map ``m``,
-    and the sorted values of the cells left to sort (the tails at its ends)."""
+    and the sorted values of the cells left to sort (the tails at its ends).  Among the values left,
+    those in the bin of one of ``m.atoms`` (a value or two wide) are counted by comparison with the
+    bin's edges and left out: a few passes over the batch, far cheaper than sorting them."""
     slot = np.take(m.slots, m.cells(x))
-    left = np.sort(x[slot == edges.size + 1])
+    is_left = slot == edges.size + 1
+    found = []
+    for at, start, end in m.atoms:  # an atom's bin holds one value (two for a float32 window of a float64 one)
+        hit = (x >= start) & (x < end)
+        hit &= is_left  # its values in cells of their own are counted already
+        k = int(np.count_nonzero(hit))
+        if k:
+            found.append((at, k))
+            is_left ^= hit
+    left = np.sort(x[is_left])
     counts = _cut(left, edges)
+    for at, k in found:
+        counts[at] += k
     counts[1:-1] += np.bincount(slot, minlength=edges.size + 2)[1:edges.size]
     return counts, left
 

@@ -149,12 +149,11 @@ def test_nan_and_infinities_send_the_batch_to_the_sort_and_are_counted(monkeypat
 
 @pytest.mark.parametrize("values", [
     pytest.param(lambda g, n: g.poisson(5, n).astype(np.float64), id="small_integers"),
-    pytest.param(lambda g, n: np.where(g.random(n) < 0.6, 0.0, g.normal(3.0, 1.0, n)), id="zero_inflated"),
     pytest.param(lambda g, n: np.round(1.7e9 + g.random(n) * 86_400).astype(np.float32), id="epoch_float32"),
 ])
-def test_columns_of_atoms_are_sorted(values, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
-    """Values sitting at edges (atoms: integers, a zero spike, float32 epoch seconds) would all be left
-    to sort: the plan says so from the reference, and the batch is sorted whole."""
+def test_columns_of_many_atoms_are_sorted(values, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """Values sitting at edges (atoms: small integers, float32 epoch seconds), more of them than the map counts
+    by comparison: the plan says so from the reference, and the batch is sorted whole."""
     g = np.random.default_rng(11)
     r = values(g, 20_000)
     ref = NumericReference.from_values(r)
@@ -163,6 +162,47 @@ def test_columns_of_atoms_are_sorted(values, monkeypatch: pytest.MonkeyPatch) ->
     calls = _spy(monkeypatch)
     np.testing.assert_array_equal(NumericCounts.of(x, ref).counts, _oracle(x, ref.edges_for(x.dtype)))
     assert calls == []
+
+
+ATOMIC = {
+    "zero_inflated": lambda g, n: np.where(g.random(n) < 0.6, 0.0, g.normal(3.0, 1.0, n)),
+    "zeros_ones_and_amounts": lambda g, n: np.where(g.random(n) < 0.3, 0.0,
+                                                    np.where(g.random(n) < 0.5, 1.0, g.lognormal(0.0, 1.0, n))),
+    "a_cap": lambda g, n: np.minimum(g.exponential(size=n), 2.5),
+    "one_decimal_prices": lambda g, n: np.where(g.random(n) < 0.2, 9.9, g.normal(20.0, 4.0, n)),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("window", ["same", "atom_moved", "atom_gone", "atom_doubled"])
+@pytest.mark.parametrize("dist", sorted(ATOMIC))
+def test_a_few_heavy_atoms_are_counted_by_comparison(dist: str, window: str, dtype: type,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A zero spike, zeros and ones, a cap, a default price: the heaviest atoms are counted by comparing the
+    values left with their bins, the rest through the map; exact, also when the window's atom moves by a hair
+    (0 imputed as 1e-3; 9.9 written as a float32 of 9.9), disappears or doubles."""
+    g = np.random.default_rng(zlib.crc32(f"{dist}/{window}".encode()))
+    r = ATOMIC[dist](g, 20_000).astype(dtype)
+    ref = NumericReference.from_values(r)
+    m = ref.cell_map(np.dtype(dtype))
+    assert m is not None and m.atoms, "the atom is counted by comparison"
+    x = ATOMIC[dist](g, N)
+    atom = float(ref.atoms[np.argmax([np.count_nonzero(r == a) for a in ref.atoms])])
+    if window == "atom_moved":
+        x = np.where(x == atom, atom + 1e-3 if atom == 0.0 else np.float32(atom), x)
+    elif window == "atom_gone":
+        x = np.where(x == atom, atom + 0.37, x)
+    elif window == "atom_doubled":
+        x = np.where(g.random(N) < 0.5, atom, x)
+    x = x.astype(dtype)
+    calls = _spy(monkeypatch)
+    got = NumericCounts.of(x, ref)
+    assert calls == [N]
+    np.testing.assert_array_equal(got.counts, _oracle(x, ref.edges_for(x.dtype)))
+    ref.drop_cell_map(x.dtype)
+    again = NumericCounts.of(x, ref)
+    assert (got.mean, got.m2, got.below_distance, got.above_distance) == \
+           (again.mean, again.m2, again.below_distance, again.above_distance)
 
 
 def test_a_window_crowded_into_edge_cells_drops_the_map_for_the_sort(monkeypatch: pytest.MonkeyPatch) -> None:
