@@ -195,20 +195,30 @@ class NumericReference:
     def _cell_maps(self) -> dict[str, CellMap | None]:
         return {}
 
+    @functools.cached_property
+    def _cell_pauses(self) -> dict[str, int]:
+        return {}
+
     def cell_map(self, dtype: np.dtype) -> CellMap | None:
         """The cell map counting data of ``dtype`` on :meth:`edges_for` ``(dtype)`` (see :class:`CellMap`),
-        planned once per dtype; ``None`` when the column is better sorted."""
+        planned once per dtype; ``None`` when the column is better sorted, or while the map is paused
+        (:meth:`drop_cell_map`)."""
         key = np.dtype(dtype).str
         maps = self._cell_maps
         if key not in maps:
-            compute = np.dtype(np.float32) if dtype == np.float16 else np.dtype(dtype)
+            compute = np.dtype(np.float32) if np.dtype(dtype).itemsize < 4 else np.dtype(dtype)
             maps[key] = _plan_cells(self.edges_for(dtype), self.counts, compute, atom_bins=self.atom_bins)
+        pauses = self._cell_pauses
+        if pauses.get(key, 0) > 0:
+            pauses[key] -= 1
+            return None
         return maps[key]
 
-    def drop_cell_map(self, dtype: np.dtype) -> None:
-        """Sort data of ``dtype`` from now on: a batch left more than ``CELL_SHARE_DROP`` of its values to sort
-        (the counts are the same either way)."""
-        self._cell_maps[np.dtype(dtype).str] = None
+    def drop_cell_map(self, dtype: np.dtype, *, batches: int | None = None) -> None:
+        """Sort the next ``batches`` batches of ``dtype`` (then try the map again): a batch left more than
+        ``CELL_SHARE_DROP`` of its values to sort, so the window is not where the reference was (the counts
+        are the same either way).  ``batches`` defaults to ``CELL_PAUSE``."""
+        self._cell_pauses[np.dtype(dtype).str] = CELL_PAUSE if batches is None else batches
 
     def edges_for(self, dtype: np.dtype) -> np.ndarray:
         """The edges to compare data of ``dtype`` with (float32's and float16's cached; float16 data is
@@ -445,8 +455,9 @@ CELLS = 1 << 16
 #: a reference grid is counted through a cell map only if at most this share of the reference falls in cells
 #: that hold an edge (those values are sorted): heavier columns (atoms, integers) sort the whole batch
 CELL_SHARE_MAX = 0.25
-#: a batch that leaves more than this share to sort has its column sorted from then on
+#: a batch that leaves more than this share to sort has its column sorted for the next ``CELL_PAUSE`` batches
 CELL_SHARE_DROP = 0.5
+CELL_PAUSE = 64
 #: the reference shares left out of each end of the map's range, tried in turn (the tails are sorted)
 _CELL_TAILS = (0.0, 0.001, 0.005, 0.02, 0.05)
 #: at most this many atoms, each holding at least ``CELL_ATOM_SHARE`` of the reference, are counted by comparison
@@ -574,25 +585,47 @@ def _shifted_sums(x: np.ndarray) -> tuple[float, float, float]:
     """``(k, Σ(x-k), Σ(x-k)²)`` of ``x`` about ``k``, the median of a strided sample of some 64 of its
     values (of sorted ``x``, about its median): sums about a point inside the bulk of the batch lose no
     digits to cancellation, wherever the batch lies — about an outlier they would (1e8 among values of
-    sd 1 leaves ``Σ(x-k)² - (Σ(x-k))²/n`` nothing of the variance).  Unsorted and sorted, the same values
-    give the same sums whichever way the batch is counted (:meth:`NumericCounts.of`).
+    sd 1 leaves ``Σ(x-k)² - (Σ(x-k))²/n`` nothing of the variance).  A sample that falls in step with a
+    pattern of the batch (a spike every ``n/64`` rows, 64 sorted shards) can still miss the bulk: when
+    ``(Σ(x-k))² > n·Σ(x-k)²/4`` (the mean more than half the root mean square away from ``k``) the
+    sums are taken once more about the mean they give.  Unsorted and sorted, the same values give the
+    same sums whichever way the batch is counted (:meth:`NumericCounts.of`); a batch holding NaN or
+    infinities gives non-finite sums (NaN without a pass when the sample meets them).
 
     float32 data is summed in float32 (pairwise sum; BLAS dot with many partial
     sums): relative error about 1e-5 and at worst 3e-4 on the squares — far below
     the sampling error of any variance the detectors test — at a third of the
     float64 cost.  float64 data, and float32 data whose squares overflow, in float64.
+
+    >>> x = np.full(6400, 1000.0); x[::100] = 1e4   # every sampled value is a spike
+    >>> k, s1, s2 = _shifted_sums(x)
+    >>> round(s2 - s1 * s1 / x.size) == round(6400 * np.var(x))
+    True
     """
     sample = x[::max(1, x.size // 64)]
     k = np.partition(sample, sample.size // 2)[sample.size // 2]
+    if not math.isfinite(k):
+        return float(k), math.nan, math.nan
+    s1, s2 = _sums_about(x, k)
+    if math.isfinite(s1) and math.isfinite(s2) and 4.0 * s1 * s1 > x.size * s2:
+        k2 = x.dtype.type(float(k) + s1 / x.size)
+        if math.isfinite(k2):
+            k = k2
+            s1, s2 = _sums_about(x, k)
+    return float(k), s1, s2
+
+
+def _sums_about(x: np.ndarray, k: Any) -> tuple[float, float]:
+    """``(Σ(x-k), Σ(x-k)²)``: float32 data in float32, in float64 where that overflows (see :func:`_shifted_sums`)."""
     if x.dtype == np.float32:
         with np.errstate(over="ignore", invalid="ignore"):
             d = x - k
             s1, s2 = float(d.sum()), float(np.dot(d, d))
         if math.isfinite(s1) and math.isfinite(s2):
-            return float(k), s1, s2
-    d = np.subtract(x, float(k), dtype=np.float64)
+            return s1, s2
     with np.errstate(over="ignore", invalid="ignore"):  # deviations past 1e154: Σd² is past float64 (inf); NaN, ±inf: NaN
-        return float(k), float(d.sum()), float(np.dot(d, d))
+        d = np.subtract(x, float(k), dtype=np.float64)
+        return float(d.sum()), float(np.dot(d, d))
 
 
 @dataclass(kw_only=True)
@@ -638,6 +671,9 @@ class NumericCounts:
         x = np.asarray(values)
         if x.dtype.kind != "f":
             x = x.astype(np.float64)
+        if not x.dtype.isnative:
+            x = x.astype(x.dtype.newbyteorder("="))
+        dtype = x.dtype  # before float16 is counted as float32
         raw = None
         if ref.float32_exact and x.dtype == np.float64:
             raw, x = x, _as_float32(x)
@@ -649,15 +685,18 @@ class NumericCounts:
         sums = _shifted_sums(x) if raw is None and x.size else None
         if sums is not None and not (math.isfinite(sums[1]) and math.isfinite(sums[2])):
             sums = None  # NaN or infinities among the values (or squares past float64): summed once sorted
-        n_nan = n_posinf = n_neginf = 0
+        n_nan, n_posinf, n_neginf = -n_null, 0, 0  # a batch with sums holds no NaN (more nulls are refused below)
         if sums is not None and cell_map is not None:
             counts, finite = _cell_counts(x, edges, cell_map)  # ``finite``: the values sorted, the tails at its ends
             if finite.size > CELL_SHARE_DROP * x.size:  # the window is not where the reference was: sort it
-                ref.drop_cell_map(x.dtype)
+                ref.drop_cell_map(dtype)
         else:
             cut = _sorted_counts(x, edges)
             counts, finite = cut.counts, cut.finite
             n_nan, n_posinf, n_neginf = cut.n_nan - n_null, cut.n_posinf, cut.n_neginf
+        if n_nan < 0:
+            raise ValueError(f"n_null={n_null}: more nulls than the {n_nan + n_null} NaN in the values "
+                             "(nulls are passed as NaN)")
         n_fin = finite.size
         below = above = 0.0
         with np.errstate(over="ignore"):  # tails past 1e308 in total: inf, their true magnitude

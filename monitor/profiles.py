@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Executor
@@ -198,8 +199,18 @@ def concat_batches(parts: Sequence[Batch]) -> Batch:
                  label=join([p.label for p in parts]))
 
 
+_PROBE_LOCK = threading.Lock()
+
+
+def cells_count_faster() -> bool:
+    """:func:`_cells_count_faster`, timed by one thread while others wait (threads asking at once would
+    time each other and could disagree)."""
+    with _PROBE_LOCK:
+        return _cells_count_faster()
+
+
 @functools.cache
-def cells_count_faster(*, rounds: int = 3) -> bool:
+def _cells_count_faster(*, rounds: int = 3) -> bool:
     """Whether counting a large batch through its reference's cell map beats sorting it, on this CPU.
 
     Both give the same counts and sums (:meth:`detectors.profile.NumericCounts.of`); which is faster
@@ -248,10 +259,8 @@ class WindowProfiler:
         """Count one batch; with a ``pool``, columns are counted in parallel (NumPy releases the GIL)."""
         def count_numeric(name: str) -> NumericCounts:
             values, n_null = numeric_values(batch.column(name))
-            cells = self.cell_counting
-            if cells is None:  # asked only once a batch is large enough for the cell map
-                cells = values.size >= CELLS // 2 and cells_count_faster()
-            return NumericCounts.of(values, self.reference.numeric[name], n_null=n_null, cells=cells)
+            return NumericCounts.of(values, self.reference.numeric[name], n_null=n_null,
+                                    cells=bool(self.cell_counting))
 
         def count_categorical(name: str) -> CategoricalCounts:
             return category_counts(batch.column(name))
@@ -261,6 +270,10 @@ class WindowProfiler:
                 return {}
             return batch_extras(self.hooked, self.reference.extras, to_batch(batch, self.columns, self.fields))
 
+        if self.cell_counting is None and batch.num_rows >= CELLS // 2:
+            # asked on this thread before the columns are counted (timed on a quiet pool), and only once a
+            # batch is large enough for the cell map; smaller ones are sorted whatever the answer
+            self.cell_counting = cells_count_faster()
         present = frozenset(batch.schema.names)
         num_names = [n for n in self.reference.numeric if n in present]
         cat_names = [n for n in self.reference.categorical if n in present]
