@@ -673,16 +673,17 @@ class NumericCounts:
             x = x.astype(np.float64)
         if not x.dtype.isnative:
             x = x.astype(x.dtype.newbyteorder("="))
-        dtype = x.dtype  # before float16 is counted as float32
         raw = None
         if ref.float32_exact and x.dtype == np.float64:
-            raw, x = x, _as_float32(x)
+            raw, x = x, _as_float32(x)  # binned as float32; tails and sums from ``raw``
+        dtype = x.dtype  # before float16 is counted as float32
         edges = ref.edges_for(x.dtype)
-        cell_map = ref.cell_map(x.dtype) if cells and raw is None and x.size >= CELLS // 2 else None
+        cell_map = ref.cell_map(x.dtype) if cells and x.size >= CELLS // 2 else None
         if x.dtype.itemsize < 4:
             x = x.astype(np.float32)
         # a batch without NaN or infinities has the sums of its values as they come, whichever way it is cut
-        sums = _shifted_sums(x) if raw is None and x.size else None
+        # (rounding to float32 makes no new infinities: ``raw`` is finite where ``x`` is)
+        sums = _shifted_sums(x if raw is None else raw) if x.size else None
         if sums is not None and not (math.isfinite(sums[1]) and math.isfinite(sums[2])):
             sums = None  # NaN or infinities among the values (or squares past float64): summed once sorted
         n_nan, n_posinf, n_neginf = -n_null, 0, 0  # a batch with sums holds no NaN (more nulls are refused below)

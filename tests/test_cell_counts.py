@@ -347,7 +347,7 @@ def test_a_pickled_reference_leaves_its_cell_maps_behind() -> None:
 def _window(n: int) -> tuple[pa.Table, Columns]:
     g = np.random.default_rng(23)
     table = pa.table({"x": g.normal(size=n), "y": g.exponential(size=n).astype(np.float32),
-                      "z": g.poisson(3, n).astype(np.float64), "pred": g.integers(0, 3, n)})
+                      "z": g.poisson(5, n).astype(np.float64), "pred": g.integers(0, 3, n)})
     return table, Columns(numeric=["x", "y", "z"], categorical=[], prediction="pred")
 
 
@@ -400,3 +400,27 @@ def test_the_cpu_probe_is_timed_once_per_process_by_one_thread(monkeypatch: pyte
         assert profiles.cells_count_faster() is answers[0]
     finally:
         profiles._cells_count_faster.cache_clear()
+
+
+def test_a_float64_window_of_a_float32_reference_is_binned_as_float32_through_the_map(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reference whose values are all float32 bins a float64 window as float32 (see Precision in
+    detectors.profile): the rounded batch goes through the map, its tails and moments stay the float64
+    values'."""
+    g = np.random.default_rng(39)
+    ref = NumericReference.from_values(g.normal(size=20_000).astype(np.float32).astype(np.float64))
+    assert ref.float32_exact
+    x = g.normal(0.3, 1.5, size=N)
+    x[:5] = [ref.maximum + 1e-9, ref.minimum - 1e-9, 1e39, -1e39, 0.1]  # 1e39: past float32, rounded to its max
+    calls = _spy(monkeypatch)
+    got = NumericCounts.of(x, ref)
+    assert calls == [N]
+    x32 = P._as_float32(x)
+    np.testing.assert_array_equal(got.counts, _oracle(x32, ref.edges_for(np.dtype(np.float32))))
+    e32 = ref.edges_for(np.dtype(np.float32))
+    assert got.below_distance == pytest.approx(np.sum(ref.edges[0] - x[x32 < e32[0]]), rel=1e-12)
+    assert got.above_distance == pytest.approx(np.sum(x[x32 >= e32[-1]] - ref.edges[-1]), rel=1e-12)
+    sorted_ = NumericCounts.of(x, ref, cells=False)
+    np.testing.assert_array_equal(got.counts, sorted_.counts)
+    assert (got.mean, got.m2, got.below_distance, got.above_distance) == \
+           (sorted_.mean, sorted_.m2, sorted_.below_distance, sorted_.above_distance)
