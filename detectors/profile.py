@@ -513,7 +513,7 @@ def _plan_cells(edges: np.ndarray, counts: np.ndarray, dtype: np.dtype, *,
     spread evenly over the cells it spans: a bin spanning ``s ≥ 1`` cells puts about ``1/s`` of its
     values in its two end cells, a bin inside one cell all of them, and an atom's bin (``atom_bins``)
     all of them too: they lie at its lower edge.  The ``CELL_ATOMS`` heaviest atoms holding at least
-    ``CELL_ATOM_SHARE`` each (the zeros of a zero-inflated column, the values of a small-integer one)
+    ``CELL_ATOM_SHARE`` each (the zeros of a zero-inflated column, a cap, a default value)
     are not sorted but counted by comparing the values left with their bins (:func:`_cell_counts`),
     and are left out of the share.  ``None`` when even the best candidate puts more than
     ``CELL_SHARE_MAX`` in them, no finite range exists or the grid has more slots than 2 bytes count:
@@ -689,7 +689,7 @@ class NumericCounts:
         n_nan, n_posinf, n_neginf = -n_null, 0, 0  # a batch with sums holds no NaN (more nulls are refused below)
         if sums is not None and cell_map is not None:
             counts, finite = _cell_counts(x, edges, cell_map)  # ``finite``: the values sorted, the tails at its ends
-            if finite.size > CELL_SHARE_DROP * x.size:  # the window is not where the reference was: sort it
+            if finite.size > CELL_SHARE_DROP * x.size:  # the window is not where the reference was: sort a while
                 ref.drop_cell_map(dtype)
         else:
             cut = _sorted_counts(x, edges)
